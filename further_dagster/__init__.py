@@ -1,0 +1,58 @@
+"""further_dagster: Further-style cells as memoized Dagster assets over furu-style artifact
+directories, with Slurm execution through submitit.
+
+`import further_dagster` and a `Session` never import dagster; `build_definitions` (and the
+rest of `further_dagster.dagster`) load it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from further_dagster import errors
+from further_dagster.core import (
+    VAR,
+    Cell,
+    Contributions,
+    Instance,
+    Opts,
+    Project,
+    ProjectParams,
+    Req,
+    Specs,
+)
+from further_dagster.engine import Mode, Plan, RunReport, Session
+from further_dagster.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from further_dagster.dagster import build_definitions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAR",
+    "ArtifactStore",
+    "Cell",
+    "Contributions",
+    "Instance",
+    "Mode",
+    "Opts",
+    "Plan",
+    "Project",
+    "ProjectParams",
+    "Req",
+    "RunReport",
+    "Session",
+    "Specs",
+    "__version__",
+    "build_definitions",
+    "errors",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_definitions":
+        from further_dagster.dagster import build_definitions
+
+        return build_definitions
+    raise AttributeError(f"module 'further_dagster' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""The only module that imports Dagster's private modules.
+
+Executors, plan contexts, run launchers and step handlers are not public API; keeping every such
+import here means a Dagster upgrade breaks one file, and the pin in pyproject.toml says which
+version it was written against (dagster 1.13.27).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from dagster._core.definitions.executor_definition import (  # noqa: F401
+    _core_in_process_executor_creation,
+    _core_multiprocess_executor_creation,
+    get_retries_config,
+)
+from dagster._core.events import (  # noqa: F401
+    AssetObservationData,
+    DagsterEvent,
+    DagsterEventType,
+    EngineEventData,
+    StepMaterializationData,
+)
+from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.handle import StepHandle
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.retries import RetryMode  # noqa: F401
+from dagster._core.executor.base import Executor
+from dagster._core.system_config.objects import ResolvedRunConfig
+
+__all__ = [
+    "DagsterEvent",
+    "DagsterEventType",
+    "EngineEventData",
+    "ExecutionPlan",
+    "Executor",
+    "PlanOrchestrationContext",
+    "RetryMode",
+    "inner_executor",
+    "log_run_event",
+    "step_asset_keys",
+    "subset_context",
+]
+
+
+def inner_executor(kind: str, config: Mapping[str, Any]) -> Executor:
+    """Dagster's own in-process or multiprocess executor, built from its config dict."""
+    if kind == "in_process":
+        return _core_in_process_executor_creation(dict(config))
+    return _core_multiprocess_executor_creation(dict(config))
+
+
+def step_asset_keys(execution_plan: ExecutionPlan, job_def: Any) -> dict[str, list[Any]]:
+    """Step key -> the asset keys its outputs materialize."""
+    found: dict[str, list[Any]] = {}
+    for step in execution_plan.get_all_steps_in_topo_order():
+        keys = []
+        for output in step.step_outputs:
+            props = output.properties
+            if props is not None and props.asset_key is not None:
+                keys.append(props.asset_key)
+        found[step.key] = keys
+    return found
+
+
+def subset_context(plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan,
+                   step_keys: Sequence[str], executor: Executor,
+                   ) -> tuple[PlanOrchestrationContext, ExecutionPlan]:
+    """A plan context that runs only `step_keys`, for the inner executor."""
+    job_def = plan_context.reconstructable_job.get_definition()
+    resolved = ResolvedRunConfig.build(job_def, plan_context.dagster_run.run_config)
+    subset = execution_plan.build_subset_plan(list(step_keys), job_def, resolved)
+    plan_data = plan_context.plan_data._replace(execution_plan=subset)
+    context = PlanOrchestrationContext(
+        plan_data=plan_data,
+        log_manager=plan_context.log,
+        executor=executor,
+        output_capture=plan_context.output_capture,
+        resume_from_failure=plan_context.resume_from_failure,
+    )
+    return context, subset
+
+
+def log_run_event(plan_context: PlanOrchestrationContext, kind: str, payload: Any,
+                  step_key: str | None, message: str) -> DagsterEvent:
+    """Record an asset materialization / observation for a step that did not run, or an
+    engine event, in the run's event log."""
+    event_type = {
+        "materialization": DagsterEventType.ASSET_MATERIALIZATION,
+        "observation": DagsterEventType.ASSET_OBSERVATION,
+        "engine": DagsterEventType.ENGINE_EVENT,
+    }[kind]
+    data: Any
+    if kind == "materialization":
+        data = StepMaterializationData(payload)
+    elif kind == "observation":
+        data = AssetObservationData(payload)
+    else:
+        data = payload
+    return DagsterEvent.from_job(
+        event_type,
+        plan_context,
+        message,
+        event_specific_data=data,
+        step_handle=StepHandle.parse_from_key(step_key) if step_key else None,
+    )
+
+
+def iterate(events: Iterator[DagsterEvent]) -> Iterator[DagsterEvent]:
+    yield from events

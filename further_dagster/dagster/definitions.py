@@ -1,0 +1,71 @@
+"""build_definitions: projects in, a complete `dagster.Definitions` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from further_dagster.core.cell import Cell
+from further_dagster.core.graph import DefinitionGraph
+from further_dagster.core.project import Project
+from further_dagster.dagster.assets import build_cell_assets
+from further_dagster.dagster.executor import further_executor_def
+from further_dagster.dagster.registry import Compiled
+from further_dagster.dagster.resources import (
+    IO_MANAGER_KEY,
+    RESOURCE_KEY,
+    FurtherIOManager,
+    FurtherStore,
+)
+
+
+def build_definitions(
+    *projects: Project,
+    calls: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None = None,
+    root: str | None = None,
+    mode: str = "LOCAL",
+    executor: dg.ExecutorDefinition | None = None,
+    single_run_backfills: bool = True,
+    assets: Sequence[Any] = (),
+    resources: Mapping[str, Any] | None = None,
+    **definitions_kwargs: Any,
+) -> dg.Definitions:
+    """Compile projects into Dagster definitions.
+
+    Args:
+        *projects: the projects whose cells become assets (key `[project, cell]`, group
+            `project`, code_version = logic_version, lineage from req_cells).
+        calls: the roots to resolve, as (cell, spec values); default: every cell nothing else
+            requires, with default values. A VAR in these values sweeps: swept cells become
+            partitioned assets.
+        root: store root for steps and the IO manager (default: FURTHER_ROOT or ./.further).
+        mode: how a step computes several instances (a partition range): INLINE or LOCAL.
+        executor: the executor; default: Dagster's multiprocess executor that skips every step
+            whose instances are stored (see `further_executor_def`).
+        single_run_backfills: give every asset BackfillPolicy.single_run(), so a sweep backfill
+            is one run and `dagster asset materialize --partition-range a...b` works.
+        assets, resources, **definitions_kwargs: passed on to `dagster.Definitions`.
+    """
+    graph = DefinitionGraph(projects)
+    compiled = Compiled(graph, calls)
+    policy = dg.BackfillPolicy.single_run() if single_run_backfills else None
+    cell_assets = build_cell_assets(compiled, policy)
+    all_resources: dict[str, Any] = {
+        RESOURCE_KEY: FurtherStore(root=root, mode=mode),
+        IO_MANAGER_KEY: FurtherIOManager(root=root),
+    }
+    all_resources.update(resources or {})
+    if executor is None:
+        executor = further_executor_def()
+        if root is not None:
+            executor = executor.configured({"store_root": root})
+    defs = dg.Definitions(
+        assets=[*cell_assets, *assets],
+        resources=all_resources,
+        executor=executor,
+        **definitions_kwargs,
+    )
+    defs.further_compiled = compiled  # type: ignore[attr-defined]
+    return defs

@@ -1,0 +1,148 @@
+"""Project cells onto assets: which instances each asset holds, how they are partitioned, and how
+partitions of neighbouring assets map. Pure planning; this module does not import dagster.
+
+The rule:
+- the graph is resolved from the project's roots (by default the cells nothing else requires,
+  with default parameters), so every instance and its logic key is known at load time;
+- a cell with one instance is an unpartitioned asset; a cell with several (a VAR sweep) is a
+  partitioned asset with one partition per instance, keyed by the instance's logic key;
+- a swept cell whose instances correspond one-to-one to the partitions of a swept dependent
+  shares that dependent's partitions, so a sweep's cells line up partition by partition.
+Partition keys come from "structural" keys, which ignore resource releases: a new release
+changes logic keys, never partition keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from further_dagster.core.cell import Cell
+from further_dagster.core.graph import DefinitionGraph
+from further_dagster.core.instances import STRUCTURAL_RELEASE, CallContext, Instance, Resolver, walk
+from further_dagster.core.project import resolve_cell
+
+PARTITION_KEY_CHARS = 12
+
+
+@dataclass
+class PartitionSet:
+    """One partitions definition: ordered keys and a readable label for each."""
+
+    name: str
+    keys: list[str]
+    labels: dict[str, str]
+
+
+@dataclass
+class CellAsset:
+    """How one cell appears in Dagster."""
+
+    cell: type[Cell]
+    partitions: PartitionSet | None
+    instances: dict[str | None, list[Instance]]  # partition key (None: unpartitioned) -> instances
+    # upstream cell -> None (no mapping needed / identity) or {upstream key: [downstream keys]}
+    upstream: dict[type[Cell], dict[str, list[str]] | None] = field(default_factory=dict)
+
+    @property
+    def partition_of(self) -> dict[str, str]:
+        """Instance key -> partition key."""
+        return {i.key: pk for pk, insts in self.instances.items() if pk for i in insts}
+
+
+def _label(insts: Sequence[Instance], inst: Instance) -> str:
+    """The Specs that differ between a cell's instances, e.g. `alpha=0.1`."""
+    fields = [
+        name for name in type(inst.specs).model_fields
+        if len({repr(getattr(i.specs, name)) for i in insts}) > 1
+    ]
+    if fields:
+        return ", ".join(f"{name}={getattr(inst.specs, name)!r}" for name in fields)
+    return "upstream " + ", ".join(
+        f"{d.cell.name}@{d.key[:8]}" for d in inst.dep_instances()
+    ) or inst.key[:PARTITION_KEY_CHARS]
+
+
+class Projection:
+    """Every cell of `graph` under the given roots, as assets."""
+
+    def __init__(self, graph: DefinitionGraph,
+                 roots: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None = None,
+                 context: CallContext | None = None) -> None:
+        self.graph = graph
+        context = context or CallContext()
+        context.release_resolver = lambda cell, specs: STRUCTURAL_RELEASE
+        resolver = Resolver(graph, context)
+        if roots is None:
+            roots = [(cell, {}) for cell in graph.top_cells()]
+        root_instances = [resolver.instance(resolve_cell(c), values) for c, values in roots]
+        self.instances = walk(root_instances)
+        by_cell: dict[type[Cell], list[Instance]] = {}
+        for inst in self.instances:
+            by_cell.setdefault(inst.cell, []).append(inst)
+        self.assets: dict[type[Cell], CellAsset] = {}
+        # dependents first, so a swept cell can adopt its dependent's partitions
+        for cell in reversed(graph.order):
+            if cell in by_cell:
+                self.assets[cell] = self._asset_for(cell, by_cell[cell])
+        for asset in self.assets.values():
+            asset.upstream = {
+                up: self._mapping(self.assets[up], asset)
+                for up in set(graph.targets[asset.cell].values())
+                if up in self.assets
+            }
+
+    def _asset_for(self, cell: type[Cell], insts: list[Instance]) -> CellAsset:
+        if len(insts) == 1:
+            return CellAsset(cell, None, {None: insts})
+        for dependent in self.graph.dependents(cell):
+            adopted = self._adopt(cell, insts, self.assets.get(dependent))
+            if adopted is not None:
+                return adopted
+        keys = [i.skey[:PARTITION_KEY_CHARS] for i in insts]
+        labels = {k: _label(insts, i) for k, i in zip(keys, insts, strict=True)}
+        parts = PartitionSet(f"{cell.project.name}__{cell.name}", keys, labels)
+        return CellAsset(cell, parts, {k: [i] for k, i in zip(keys, insts, strict=True)})
+
+    @staticmethod
+    def _adopt(cell: type[Cell], insts: list[Instance],
+               dependent: CellAsset | None) -> CellAsset | None:
+        if dependent is None or dependent.partitions is None:
+            return None
+        owner: dict[str, set[str]] = {i.key: set() for i in insts}
+        for pk, dep_insts in dependent.instances.items():
+            for d in dep_insts:
+                for up in d.dep_instances():
+                    if up.key in owner and pk is not None:
+                        owner[up.key].add(pk)
+        if any(len(pks) != 1 for pks in owner.values()):
+            return None
+        by_partition: dict[str, list[Instance]] = {}
+        for inst in insts:
+            by_partition.setdefault(next(iter(owner[inst.key])), []).append(inst)
+        if set(by_partition) != set(dependent.partitions.keys):
+            return None
+        if any(len(v) != 1 for v in by_partition.values()):
+            return None
+        ordered = {pk: by_partition[pk] for pk in dependent.partitions.keys}
+        return CellAsset(cell, dependent.partitions, ordered)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _mapping(up: CellAsset, down: CellAsset) -> dict[str, list[str]] | None:
+        if up.partitions is None or down.partitions is None:
+            return None
+        if up.partitions is down.partitions:
+            return None  # identity
+        up_partition = up.partition_of
+        mapping: dict[str, list[str]] = {k: [] for k in up.partitions.keys}
+        for pk, insts in down.instances.items():
+            for inst in insts:
+                for dep in inst.dep_instances():
+                    upk = up_partition.get(dep.key)
+                    if upk is not None and pk is not None and pk not in mapping[upk]:
+                        mapping[upk].append(pk)
+        return mapping
+
+    def asset(self, cell: type[Cell]) -> CellAsset:
+        return self.assets[cell]

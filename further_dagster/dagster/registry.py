@@ -1,0 +1,82 @@
+"""Compiled projects: the projection plus what a run needs at execution time.
+
+A code location builds one `Compiled` per `build_definitions` call; steps, the executor, the IO
+manager and sensors find it by asset key (they all run in a process that loaded the code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dagster as dg
+
+from further_dagster.core.cell import Cell
+from further_dagster.core.graph import DefinitionGraph
+from further_dagster.core.instances import CallContext, Instance, Resolver, walk
+from further_dagster.core.project import resolve_cell
+from further_dagster.dagster.projection import CellAsset, Projection
+
+_BY_ASSET_KEY: dict[dg.AssetKey, Compiled] = {}
+
+ReleaseResolverFactory = Callable[[], Callable[[type[Cell], Any], str]]
+
+
+def asset_key_for(cell: type[Cell]) -> dg.AssetKey:
+    return dg.AssetKey([cell.project.name, cell.name])
+
+
+class Compiled:
+    """One projection of projects onto assets, and runtime resolution of actual instances."""
+
+    def __init__(self, graph: DefinitionGraph,
+                 roots: Sequence[tuple[str | type[Cell], dict[str, Any]]] | None) -> None:
+        self.graph = graph
+        self.roots = [(resolve_cell(c), dict(v)) for c, v in roots] if roots is not None else None
+        self.projection = Projection(graph, self.roots)
+        self.asset_by_key: dict[dg.AssetKey, CellAsset] = {
+            asset_key_for(cell): asset for cell, asset in self.projection.assets.items()
+        }
+        self.has_resources = any(c.is_resource for c in self.projection.assets)
+        # Set by the resources layer (issue: resource cells) to resolve real releases.
+        self.release_resolver_factory: ReleaseResolverFactory | None = None
+        for key in self.asset_by_key:
+            _BY_ASSET_KEY[key] = self
+
+    def actual_instances(self) -> dict[str, Instance]:
+        """Structural key -> the instance with the releases of now. Without resource cells the
+        projection's instances are already the real ones."""
+        if not self.has_resources or self.release_resolver_factory is None:
+            return {inst.skey: inst for inst in self.projection.instances}
+        context = CallContext(release_resolver=self.release_resolver_factory())
+        resolver = Resolver(self.graph, context)
+        roots = self.roots or [(c, {}) for c in self.graph.top_cells()]
+        insts = walk([resolver.instance(c, v) for c, v in roots])
+        return {inst.skey: inst for inst in insts}
+
+    def instances_for(self, asset_key: dg.AssetKey, partition_keys: Sequence[str] | None,
+                      actual: dict[str, Instance] | None = None
+                      ) -> dict[str | None, list[Instance]]:
+        """Partition key (None when unpartitioned) -> actual instances of that partition."""
+        asset = self.asset_by_key[asset_key]
+        actual = actual if actual is not None else self.actual_instances()
+        if asset.partitions is None:
+            return {None: [actual[i.skey] for i in asset.instances[None]]}
+        keys = partition_keys if partition_keys is not None else asset.partitions.keys
+        unknown = [k for k in keys if k not in asset.instances]
+        if unknown:
+            raise dg.DagsterInvariantViolationError(
+                f"{asset_key.to_user_string()} has no partition(s) {unknown}; its partitions are "
+                f"{asset.partitions.keys} (they follow the cells' logic keys: reload the code "
+                "location after changing Specs or logic_version)."
+            )
+        return {pk: [actual[i.skey] for i in asset.instances[pk]] for pk in keys}
+
+
+def compiled_for(asset_key: dg.AssetKey) -> Compiled:
+    try:
+        return _BY_ASSET_KEY[asset_key]
+    except KeyError:
+        raise dg.DagsterInvariantViolationError(
+            f"{asset_key.to_user_string()} is not a further_dagster cell asset in this process"
+        ) from None

@@ -1,0 +1,100 @@
+"""Every error further_dagster raises on purpose.
+
+One base class, `FurtherError`, so callers can catch the whole family; each subclass names one
+kind of mistake. Messages say which cell, which field and how to fix it. Only the dagster layer
+turns these into Dagster failures.
+"""
+
+from __future__ import annotations
+
+
+class FurtherError(Exception):
+    """Base class of every error raised by further_dagster."""
+
+
+# --- definition and load time -------------------------------------------------------------
+
+
+class CellDefinitionError(FurtherError):
+    """A cell or project is declared wrongly (bad attribute, bad req edge, bad contributions)."""
+
+
+class InvalidNameError(CellDefinitionError):
+    """A project, cell or contribution name is not a plain identifier (it could escape the store)."""
+
+
+class DuplicateNameError(CellDefinitionError):
+    """Two cells of one project, or two projects of one session, share a name."""
+
+
+class UnknownCellError(CellDefinitionError):
+    """A name refers to no known cell or project."""
+
+
+class DependencyCycleError(CellDefinitionError):
+    """req_cells form a cycle; the message lists the cycle."""
+
+
+class SpecsValidationError(FurtherError):
+    """Specs or Opts values fail validation; the message names the cell, the field, the value
+    given and what was expected."""
+
+
+class ContributionError(FurtherError):
+    """make() returned an undeclared contribution, missed a declared one, or a wrong type."""
+
+
+# --- store -------------------------------------------------------------------------------
+
+
+class StoreError(FurtherError):
+    """The artifact store cannot be read or written."""
+
+
+class LockTimeout(StoreError):
+    """Waited longer than the configured timeout for another process's live lease."""
+
+
+class CorruptArtifactError(StoreError):
+    """A committed artifact directory is missing files or cannot be decoded."""
+
+
+class CodecError(StoreError):
+    """A contribution value cannot be encoded or decoded by any codec."""
+
+
+# --- execution ---------------------------------------------------------------------------
+
+
+class CellComputeError(FurtherError):
+    """make() raised. Carries the cell, the logic key and the state file with the traceback."""
+
+    def __init__(self, message: str, *, cell: str = "", key: str = "", state_path: str = "",
+                 remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.cell = cell
+        self.key = key
+        self.state_path = state_path
+        self.remote_traceback = remote_traceback
+
+
+class ExecutionModeError(FurtherError):
+    """An execution mode is unknown or escalates past the session's ceiling."""
+
+
+# --- resources ---------------------------------------------------------------------------
+
+
+class ReleaseError(FurtherError):
+    """A resource cell's release cannot be resolved under its freshness policy."""
+
+
+# --- slurm -------------------------------------------------------------------------------
+
+
+class SlurmSubmissionError(FurtherError):
+    """sbatch refused a job; the message carries sbatch's own error."""
+
+
+class SlurmJobError(FurtherError):
+    """A Slurm job failed, was cancelled, preempted past its limit or timed out."""
