@@ -45,8 +45,13 @@ class Req:
         return f"Req({name!r}{args})"
 
 
-class Contributions(Mapping[str, Any]):
-    """The stored outputs of one instance: a read-only mapping that also allows `res.name`."""
+RESERVED_CONTRIBUTION_NAMES = frozenset({"key", "specs", "cell", "to_dict", "get"})
+
+
+class Contributions:
+    """The stored outputs of one instance: `res["name"]` or `res.name`, plus `res.key` (its
+    logic key), `res.specs` and `res.cell`. Deliberately not a dict subclass, so a
+    contribution called `values` or `items` is reachable as an attribute."""
 
     __slots__ = ("_values", "key", "specs", "cell")
 
@@ -74,11 +79,21 @@ class Contributions(Mapping[str, Any]):
                 f"{self.cell} has no contribution {name!r}; it has {sorted(self._values)}"
             ) from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
     def __iter__(self) -> typing.Iterator[str]:
         return iter(self._values)
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict name -> value."""
+        return dict(self._values)
 
     def __repr__(self) -> str:
         return f"<{self.cell} {self.key[:12]} {sorted(self._values)}>"
@@ -165,8 +180,10 @@ class Cell:
                 "project=my_project)`."
             )
         cls.project = project
+        if name is None:
+            name = cls.__dict__.get("name") or _snake(cls.__name__)
         cls.name = check_identifier(
-            "cell", name or cls.__dict__.get("name") or _snake(cls.__name__),
+            "cell", name,
             fix=f"Pass name='...' in the class statement of {where}.",
         )
         cls.full_name = f"{project.name}.{cls.name}"
@@ -226,6 +243,11 @@ def _validate_declaration(cls: type[Cell], where: str) -> None:
         )
     for contribution in cls.contributions:
         check_identifier("contribution", contribution, fix=f"Rename it in {where}.contributions.")
+        if contribution in RESERVED_CONTRIBUTION_NAMES:
+            raise CellDefinitionError(
+                f"{where}: contribution name {contribution!r} is reserved (results expose "
+                f"{sorted(RESERVED_CONTRIBUTION_NAMES)} as attributes); rename it."
+            )
     if not isinstance(cls.req_cells, Mapping):
         raise CellDefinitionError(f"{where}.req_cells must be a dict of name -> Req(...)")
     for edge, req in cls.req_cells.items():

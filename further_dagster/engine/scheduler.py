@@ -154,11 +154,11 @@ def run_missing(store: ArtifactStore, missing: list[Instance], *, mode: Mode,
             pool.shutdown(wait=True, cancel_futures=True)
     report.seconds += time.perf_counter() - start
     if report.failed:
-        first_key, first = next(iter(report.failed.items()))
-        extra = ""
-        if len(report.failed) > 1 or report.blocked:
-            extra = (f" ({len(report.failed)} instance(s) failed, {len(report.blocked)} blocked "
-                     f"by them; everything else was stored)")
+        first = next(iter(report.failed.values()))
+        if len(report.failed) == 1 and not report.blocked:
+            raise first
+        extra = (f" ({len(report.failed)} instance(s) failed, {len(report.blocked)} blocked "
+                 f"by them; everything else was stored)")
         if isinstance(first, CellComputeError):
             raise CellComputeError(str(first) + extra, cell=first.cell, key=first.key,
                                    state_path=first.state_path,

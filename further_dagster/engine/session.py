@@ -54,7 +54,8 @@ class Session:
     """Calls cells, computing only instances whose logic key is not stored.
 
     Args:
-        *projects: the projects to load (default: every project imported so far).
+        *projects: projects to load and check up front (the called cell's project and the
+            projects its edges reach are always loaded).
         root: store root (default: env FURTHER_ROOT, else `.further` beside pyproject.toml).
         mode: INLINE (one thread, the default) or LOCAL (thread pool); LOCAL_PROCESSES uses a
             process pool. DASK and SLURM run through Dagster.
@@ -70,20 +71,24 @@ class Session:
         self.mode = parse_mode(mode, where="Session")
         self.max_workers = max_workers
         self._projects = list(projects)
-        self._graph: DefinitionGraph | None = None
-        self._graph_size = -1
+        self._graphs: dict[tuple[str, ...], tuple[DefinitionGraph, int]] = {}
         self.last_report: RunReport | None = None
         if progress:
             _install_console_logging()
 
-    @property
-    def graph(self) -> DefinitionGraph:
-        projects = self._projects or list(all_projects().values())
-        size = sum(len(p.cells) for p in projects) + len(projects)
-        if self._graph is None or size != self._graph_size:
-            self._graph = DefinitionGraph(projects)
-            self._graph_size = size
-        return self._graph
+    def graph_for(self, target: type[Cell]) -> DefinitionGraph:
+        """The definition graph of the session's projects (default: the called cell's project)
+        and every project their edges reach; rebuilt when cells are added."""
+        projects = list(self._projects)
+        if target.project not in projects:
+            projects.append(target.project)
+        names = tuple(sorted(p.name for p in projects))
+        size = sum(len(p.cells) for p in all_projects().values())
+        cached = self._graphs.get(names)
+        if cached is None or cached[1] != size:
+            cached = (DefinitionGraph(projects), size)
+            self._graphs[names] = cached
+        return cached[0]
 
     def plan(self, cell: str | type[Cell], *, specs: Mapping[str, Mapping[str, Any]] | None = None,
              params: Mapping[str, Any] | None = None,
@@ -91,10 +96,7 @@ class Session:
              opts: Mapping[str, Mapping[str, Any]] | None = None, **values: Any) -> Plan:
         """Resolve a call without running it (same arguments as `call`)."""
         target = resolve_cell(cell)
-        graph = self.graph
-        if target not in graph.targets:  # a project the session was not given: load it too
-            self._projects.append(target.project)
-            graph = self.graph
+        graph = self.graph_for(target)
         all_params = {**(project_params or {})}
         if params:
             all_params[target.project.name] = {**all_params.get(target.project.name, {}), **params}

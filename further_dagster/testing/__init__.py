@@ -1,0 +1,32 @@
+"""pytest plugin (registered automatically through the `pytest11` entry point).
+
+Fixtures:
+    further_tmp_root: a fresh store root for the test, set as FURTHER_ROOT, so every Session,
+        ArtifactStore and Dagster step in the test reads and writes there and nothing leaks
+        between tests.
+    further_session: a Session on that root (INLINE mode, no console progress).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def further_tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A per-test store root, exported as FURTHER_ROOT."""
+    root = tmp_path / "further-store"
+    root.mkdir()
+    monkeypatch.setenv("FURTHER_ROOT", str(root))
+    yield root
+
+
+@pytest.fixture
+def further_session(further_tmp_root: Path):  # type: ignore[no-untyped-def]
+    """A Session over `further_tmp_root`."""
+    from further_dagster import Session
+
+    return Session(root=further_tmp_root, progress=False)
