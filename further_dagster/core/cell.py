@@ -45,7 +45,10 @@ class Req:
         return f"Req({name!r}{args})"
 
 
-RESERVED_CONTRIBUTION_NAMES = frozenset({"key", "specs", "cell", "to_dict", "get"})
+# key/specs/cell/to_dict/get are attributes of results; manifest/provenance are store files.
+RESERVED_CONTRIBUTION_NAMES = frozenset(
+    {"key", "specs", "cell", "to_dict", "get", "manifest", "provenance"}
+)
 
 
 class Contributions:

@@ -16,7 +16,7 @@ import dagster as dg
 
 from further_dagster.core.instances import Instance, walk
 from further_dagster.dagster.projection import CellAsset
-from further_dagster.dagster.registry import Compiled, asset_key_for
+from further_dagster.dagster.registry import TOKEN_TAG, Compiled, asset_key_for
 from further_dagster.dagster.resources import IO_MANAGER_KEY, FurtherStore, StoredCell
 from further_dagster.engine.compute import is_stored
 from further_dagster.engine.modes import parse_mode
@@ -118,8 +118,10 @@ def _materialize(context: dg.AssetExecutionContext, further: FurtherStore, compi
     if report.computed:
         context.log.info(f"{asset.cell.full_name}: {report.summary()}")
     keys = {pk: [i.key for i in insts] for pk, insts in by_partition.items()}
-    return dg.Output(StoredCell(key.to_user_string(), keys), metadata=metadata,
-                     data_version=data_version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # data_version is "beta" in 1.13
+        return dg.Output(StoredCell(key.to_user_string(), keys), metadata=metadata,
+                         data_version=data_version)
 
 
 def cell_asset(compiled: Compiled, asset: CellAsset,
@@ -135,7 +137,7 @@ def cell_asset(compiled: Compiled, asset: CellAsset,
             deps.append(dg.AssetDep(up_key, partition_mapping=dg.StaticPartitionMapping(
                 {k: v for k, v in mapping.items() if v})))
     partitions_def = partitions_defs[asset.partitions.name] if asset.partitions else None
-    op_tags: dict[str, Any] = {"further/cell": cell.full_name}
+    op_tags: dict[str, Any] = {"further/cell": cell.full_name, TOKEN_TAG: compiled.token}
     if cell.slurm is not None:
         op_tags["further/slurm"] = json.dumps(_slurm_json(cell.slurm))
 
@@ -152,6 +154,7 @@ def cell_asset(compiled: Compiled, asset: CellAsset,
         op_tags=op_tags,
         metadata={
             "further/cell": cell.full_name,
+            TOKEN_TAG: compiled.token,
             "further/logic_version": str(cell.logic_version),
             "further/api_version": str(cell.api_version),
             "further/contributions": ", ".join(cell.contributions),

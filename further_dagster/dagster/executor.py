@@ -18,7 +18,7 @@ import dagster as dg
 
 from further_dagster.dagster import _compat
 from further_dagster.dagster.assets import instance_metadata
-from further_dagster.dagster.registry import _BY_ASSET_KEY, Compiled
+from further_dagster.dagster.registry import _BY_ASSET_KEY, TOKEN_TAG, Compiled, compiled_for
 from further_dagster.engine.compute import is_stored
 from further_dagster.store import ArtifactStore
 
@@ -69,11 +69,14 @@ class SkipCachedExecutor(_compat.Executor):
         actual_cache: dict[int, Any] = {}
         cached: dict[str, list[tuple[dg.AssetKey, dict[str | None, list[Any]]]]] = {}
         for step_key, asset_keys in _compat.step_asset_keys(execution_plan, job_def).items():
-            if not asset_keys or any(k not in _BY_ASSET_KEY for k in asset_keys):
+            step_tags = execution_plan.get_step_by_key(step_key).tags or {}
+            if not asset_keys or TOKEN_TAG not in step_tags:
+                continue
+            if any(k not in _BY_ASSET_KEY for k in asset_keys):
                 continue
             entries = []
             for asset_key in asset_keys:
-                compiled = _BY_ASSET_KEY[asset_key]
+                compiled = compiled_for(asset_key, step_tags)
                 actual = actual_cache.get(id(compiled))
                 if actual is None:
                     actual = actual_cache[id(compiled)] = compiled.actual_instances()

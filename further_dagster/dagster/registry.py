@@ -6,18 +6,23 @@ manager and sensors find it by asset key (they all run in a process that loaded 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
 from further_dagster.core.cell import Cell
 from further_dagster.core.graph import DefinitionGraph
+from further_dagster.core.hashing import digest
 from further_dagster.core.instances import CallContext, Instance, Resolver, walk
 from further_dagster.core.project import resolve_cell
 from further_dagster.dagster.projection import CellAsset, Projection
 
 _BY_ASSET_KEY: dict[dg.AssetKey, Compiled] = {}
+# Several Definitions may hold the same asset keys in one process (tests, notebooks); each
+# compiled projection has a deterministic token, carried in its ops' tags, to tell them apart.
+_BY_TOKEN: dict[str, Compiled] = {}
+TOKEN_TAG = "further/compiled"
 
 ReleaseResolverFactory = Callable[[], Callable[[type[Cell], Any], str]]
 
@@ -40,6 +45,11 @@ class Compiled:
         self.has_resources = any(c.is_resource for c in self.projection.assets)
         # Set by the resources layer (issue: resource cells) to resolve real releases.
         self.release_resolver_factory: ReleaseResolverFactory | None = None
+        self.token = digest({
+            "cells": sorted(c.full_name for c in graph.order),
+            "roots": [(c.full_name, v) for c, v in self.roots] if self.roots is not None else None,
+        })[:16]
+        _BY_TOKEN[self.token] = self
         for key in self.asset_by_key:
             _BY_ASSET_KEY[key] = self
 
@@ -73,7 +83,12 @@ class Compiled:
         return {pk: [actual[i.skey] for i in asset.instances[pk]] for pk in keys}
 
 
-def compiled_for(asset_key: dg.AssetKey) -> Compiled:
+def compiled_for(asset_key: dg.AssetKey, tags: Mapping[str, str] | None = None) -> Compiled:
+    """The projection an asset belongs to: by the token in its op tags, else by asset key."""
+    token = (tags or {}).get(TOKEN_TAG)
+    token = getattr(token, "value", token)  # definition metadata wraps it
+    if token is not None and token in _BY_TOKEN:
+        return _BY_TOKEN[token]
     try:
         return _BY_ASSET_KEY[asset_key]
     except KeyError:

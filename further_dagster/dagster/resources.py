@@ -69,7 +69,11 @@ class FurtherIOManager(dg.ConfigurableIOManager):
 
         upstream = context.upstream_output
         asset_key = context.asset_key if upstream is None else upstream.asset_key
-        compiled = compiled_for(asset_key)
+        try:
+            tags = dict(upstream.definition_metadata or {}) if upstream is not None else None
+        except dg.DagsterInvariantViolationError:
+            tags = None
+        compiled = compiled_for(asset_key, tags)
         store = ArtifactStore(self.root)
         asset = compiled.asset_by_key[asset_key]
         actual = compiled.actual_instances()

@@ -1,0 +1,200 @@
+"""Every path of the artifact store, as pure functions.
+
+This module is the only place that knows where things live on disk, so a change of layout is a
+change to one file. Nothing here touches the filesystem: callers stat, read and write.
+
+```
+<root>/<project>/<cell>/<key>/      instance directory (key = 32 lowercase hex chars)
+    lock                            lease file (JSON holder record; heartbeat = its mtime)
+    lock.guard                      flock guard held for microseconds around lease changes
+    state.json                      State record, rewritten atomically
+    cell.log                        the cell's log (appended by every attempt)
+    result.tmp-<uuid>/              an attempt's result being written
+    result/                         committed: one file per contribution + manifest.json +
+                                    provenance.json
+```
+
+Names are validated before any path is built: a project, cell or contribution name must be a
+plain identifier and a key must be 32 lowercase hex characters, so no value can contain a
+separator, `..` or an absolute path and escape the root.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+from further_dagster.errors import InvalidNameError, StoreError
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = re.compile(r"[0-9a-f]{32}")
+
+LOCK_NAME = "lock"
+GUARD_NAME = "lock.guard"
+STATE_NAME = "state.json"
+LOG_NAME = "cell.log"
+RESULT_NAME = "result"
+RESULT_TMP_PREFIX = "result.tmp-"
+MANIFEST_NAME = "manifest.json"
+PROVENANCE_NAME = "provenance.json"
+
+RESERVED_CONTRIBUTION_NAMES = frozenset({"manifest", "provenance"})
+"""Contribution names that would collide with the record files inside `result/`.
+
+Exposed so the cell layer can reject them at definition time instead of after `make()` ran.
+"""
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validate_name(value: object, what: str = "name") -> str:
+    """Return `value` if it is a plain identifier, else raise `InvalidNameError` naming it.
+
+    `what` says which kind of name it is ("project", "cell", "contribution") for the message.
+    """
+    if type(value) is not str or _IDENTIFIER.fullmatch(value) is None:
+        raise InvalidNameError(
+            f"invalid {what} name {value!r}: store names must match "
+            f"^[A-Za-z_][A-Za-z0-9_]*$ (letters, digits and underscores, not starting with a "
+            f"digit), so that they cannot escape the store root; rename the {what}"
+        )
+    return value
+
+
+def validate_key(value: object) -> str:
+    """Return `value` if it is a logic key (32 lowercase hex chars), else raise `StoreError`."""
+    if type(value) is not str or _KEY.fullmatch(value) is None:
+        raise StoreError(
+            f"invalid logic key {value!r}: a key is exactly 32 lowercase hex characters "
+            f"(the blake2b digest from further_dagster.core.hashing); pass the key, not a path "
+            f"or a prefix"
+        )
+    return value
+
+
+def validate_contribution_name(value: object) -> str:
+    """Validate a contribution name: an identifier that is not a reserved record name."""
+    name = validate_name(value, "contribution")
+    if name in RESERVED_CONTRIBUTION_NAMES:
+        raise InvalidNameError(
+            f"contribution name {name!r} is reserved by the artifact store (it would collide "
+            f"with {name}.json in result/); rename the contribution"
+        )
+    return name
+
+
+# --- instance paths -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _cell_prefix(root: str, project: str, cell: str) -> str:
+    validate_name(project, "project")
+    validate_name(cell, "cell")
+    return os.path.join(root, project, cell) + os.sep
+
+
+def cell_dir_prefix(root: str, project: str, cell: str) -> str:
+    """`<root>/<project>/<cell>/` as a `str`, validated once per (root, project, cell).
+
+    The cache makes a repeated lookup cost a dict probe instead of two regex matches; an
+    unhashable argument cannot be a name and is reported as such.
+    """
+    try:
+        return _cell_prefix(root, project, cell)
+    except TypeError:
+        validate_name(project, "project")
+        validate_name(cell, "cell")
+        raise
+
+
+def instance_dir_str(root: str, project: str, cell: str, key: str) -> str:
+    """The instance directory as a `str`: the hot path builds no `Path` objects."""
+    prefix = cell_dir_prefix(root, project, cell)
+    if type(key) is not str or _KEY.fullmatch(key) is None:
+        validate_key(key)
+    return prefix + key
+
+
+def result_dir_str(root: str, project: str, cell: str, key: str) -> str:
+    """`<instance>/result` as a `str`; its existence is what "stored" means."""
+    return instance_dir_str(root, project, cell, key) + os.sep + RESULT_NAME
+
+
+def instance_dir(root: Path, project: str, cell: str, key: str) -> Path:
+    """`<root>/<project>/<cell>/<key>`, after validating every component."""
+    return Path(instance_dir_str(str(root), project, cell, key))
+
+
+def relative_instance_dir(project: str, cell: str, key: str) -> str:
+    """The instance directory relative to the root, as written inside records."""
+    validate_name(project, "project")
+    validate_name(cell, "cell")
+    validate_key(key)
+    return f"{project}/{cell}/{key}"
+
+
+def lock_path(inst: Path) -> Path:
+    """The lease file of an instance directory."""
+    return inst / LOCK_NAME
+
+
+def guard_path(inst: Path) -> Path:
+    """The flock guard serialising lease acquisition, takeover and release."""
+    return inst / GUARD_NAME
+
+
+def state_path(inst: Path) -> Path:
+    """The State record of an instance directory."""
+    return inst / STATE_NAME
+
+
+def log_path(inst: Path) -> Path:
+    """The cell log of an instance directory."""
+    return inst / LOG_NAME
+
+
+def result_dir(inst: Path) -> Path:
+    """The committed result directory of an instance directory."""
+    return inst / RESULT_NAME
+
+
+def result_tmp_dir(inst: Path, token: str) -> Path:
+    """The directory an attempt writes into before its single commit rename."""
+    return inst / f"{RESULT_TMP_PREFIX}{token}"
+
+
+def is_result_tmp_name(name: str) -> bool:
+    """True for the basename of an attempt's temporary result directory."""
+    return name.startswith(RESULT_TMP_PREFIX)
+
+
+def manifest_path(result: Path) -> Path:
+    """The manifest inside a (temporary or committed) result directory."""
+    return result / MANIFEST_NAME
+
+
+def provenance_path(result: Path) -> Path:
+    """The provenance record inside a (temporary or committed) result directory."""
+    return result / PROVENANCE_NAME
+
+
+def contribution_file_name(name: str, suffix: str) -> str:
+    """The file name of a contribution: its validated name plus the codec's suffix."""
+    validate_contribution_name(name)
+    if not suffix.startswith(".") or "/" in suffix or os.sep in suffix:
+        raise StoreError(f"codec suffix {suffix!r} must start with '.' and contain no separator")
+    return f"{name}{suffix}"
+
+
+def contribution_path(result: Path, file_name: str) -> Path:
+    """A contribution file inside a result directory, refusing names that leave it.
+
+    Used when reading: the file name comes from a manifest on disk, which we do not trust to
+    stay inside the directory.
+    """
+    if not file_name or file_name != os.path.basename(file_name) or file_name in (".", ".."):
+        raise StoreError(f"manifest file name {file_name!r} is not a plain file name in {result}")
+    return result / file_name

@@ -1,0 +1,148 @@
+"""Cells as Dagster assets, materialized in process against a real (temporary) instance."""
+
+import dagster as dg
+import pytest
+
+from further_dagster import Session
+from tests.dagster import defs_module
+from tests.dagster.defs_module import dag_demo
+
+pytestmark = pytest.mark.dagster
+
+SRC = dg.AssetKey(["dag_demo", "src"])
+POWER = dg.AssetKey(["dag_demo", "power"])
+SUMMARY = dg.AssetKey(["dag_demo", "summary"])
+CONSUMER = dg.AssetKey(["dag_demo", "plain_consumer"])
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def defs(further_tmp_root):
+    return defs_module.defs
+
+
+def _assets(defs, *keys):
+    by_key = {a.key: a for a in defs.assets}
+    return [by_key[k] for k in keys]
+
+
+def _meta(instance, key, partition=None):
+    event = instance.get_latest_materialization_event(key) if partition is None else next(
+        e for e in reversed(instance.fetch_materializations(key, limit=100).records)
+        if e.asset_materialization.partition == partition
+    ).event_log_entry
+    return event.asset_materialization.metadata
+
+
+def _materialize(defs, instance, *keys, partition_key=None, selection=None):
+    return dg.materialize(
+        _assets(defs, *keys), instance=instance, resources=defs.resources,
+        partition_key=partition_key, selection=selection,
+    )
+
+
+def test_one_asset_per_cell_with_lineage(defs):
+    graph = defs.resolve_asset_graph()
+    assert {SRC, POWER, SUMMARY} <= graph.get_all_asset_keys()
+    src, power, summary = (graph.get(k) for k in (SRC, POWER, SUMMARY))
+    assert src.group_name == "dag_demo"
+    assert src.code_version == "3"
+    assert src.description.startswith("The source numbers.")
+    assert set(power.parent_keys) == {SRC}
+    assert set(summary.parent_keys) == {POWER}
+    assert src.partitions_def is None and summary.partitions_def is None
+    keys = power.partitions_def.get_partition_keys()
+    assert len(keys) == 3 and all(len(k) == 12 for k in keys)
+    # partition keys are logic-key prefixes, readable values are in the description
+    session_keys = [r.key[:12] for r in Session(progress=False).plan(
+        "dag_demo.power", p=dg_var([1, 2, 3])).roots]
+    assert keys == session_keys
+    for p in (1, 2, 3):
+        assert f"p={p}" in power.description
+
+
+def dg_var(values):
+    from further_dagster import VAR
+
+    return VAR(values)
+
+
+def test_materialize_records_metadata_and_second_run_is_a_cache_hit(defs, instance, calls):
+    result = _materialize(defs, instance, SRC)
+    assert result.success
+    meta = _meta(instance, SRC)
+    assert meta["further/cache"].value == "miss"
+    key = meta["further/logic_key"].value
+    assert len(key) == 32
+    assert meta["further/specs"].value == {"n": 4}
+    assert meta["further/artifact_path"].value.endswith(f"dag_demo/src/{key}")
+    assert meta["further/make_seconds"].value >= 0
+    assert calls.count("src") == 1
+    event = instance.get_latest_materialization_event(SRC)
+    assert event.asset_materialization.tags["dagster/data_version"] == key
+
+    assert _materialize(defs, instance, SRC).success
+    assert _meta(instance, SRC)["further/cache"].value == "hit"
+    assert calls.count("src") == 1
+
+
+def test_session_and_dagster_share_results(defs, instance, calls):
+    session = Session(progress=False)
+    from_session = session.call("dag_demo.src")
+    assert _materialize(defs, instance, SRC).success
+    assert _meta(instance, SRC)["further/cache"].value == "hit"
+    assert _meta(instance, SRC)["further/logic_key"].value == from_session.key
+    # and the other way round: Dagster computes, the session loads
+    assert _materialize(defs, instance, SRC, POWER, partition_key=_pk(defs, 2),
+                        selection=[POWER]).success
+    assert session.call("dag_demo.power", p=2).values == [0, 1, 4, 9]
+    assert calls.count("power") == 1
+
+
+def _pk(defs, p):
+    asset = defs.further_compiled.asset_by_key[POWER]
+    return next(k for k, label in asset.partitions.labels.items() if label == f"p={p}")
+
+
+def test_partition_materializes_exactly_its_instance(defs, instance, calls):
+    _materialize(defs, instance, SRC)
+    assert _materialize(defs, instance, POWER, partition_key=_pk(defs, 3)).success
+    assert calls.count("power") == 1
+    meta = _meta(instance, POWER, _pk(defs, 3))
+    assert meta["further/specs"].value == {"p": 3}
+    assert meta["further/cache"].value == "miss"
+
+
+def test_missing_upstream_is_computed_in_the_step(defs, instance, calls):
+    assert _materialize(defs, instance, POWER, partition_key=_pk(defs, 1)).success
+    assert calls.count("src") == 1 and calls.count("power") == 1
+
+
+def test_plain_asset_reads_a_cell_through_the_io_manager(defs, instance):
+    for p in (1, 2, 3):
+        assert _materialize(defs, instance, POWER, partition_key=_pk(defs, p)).success
+    assert _materialize(defs, instance, SUMMARY).success
+    result = _materialize(defs, instance, SUMMARY, CONSUMER, selection=[CONSUMER])
+    assert result.success
+    assert result.output_for_node("dag_demo__plain_consumer") == 0 + 1 + 8 + 27
+
+
+def test_failing_make_fails_the_step_with_the_traceback(instance, further_tmp_root):
+    from further_dagster import build_definitions
+
+    failing = build_definitions(dag_demo, calls=[("dag_demo.power", {"p": 99})])
+    asset = next(a for a in failing.assets if a.key == POWER)
+    result = dg.materialize([asset], instance=instance, resources=failing.resources,
+                            raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    error = failure.step_failure_data.error
+    assert "p=99 is not allowed" in error.message
+    user_meta = failure.step_failure_data.user_failure_data.metadata
+    assert "ValueError: p=99 is not allowed" in user_meta["further/traceback"].value
+    assert "Traceback" in user_meta["further/traceback"].value
