@@ -1,4 +1,4 @@
-"""The example code location: `dagster dev -w workspace.yaml` or `dagster ... -m example_project`."""
+"""The example code location (`dagster dev -w workspace.yaml`, `dagster ... -m example_project`)."""
 
 from example_project.cells import example
 from further_dagster import build_definitions

@@ -1,7 +1,7 @@
 """A small regression study: synthetic data, polynomial features, a ridge-penalty sweep, a report.
 
-    raw_data -> features -> split -> fit (alpha swept) -> report
-                                  \\-> baseline -------/
+raw_data -> features -> split -> fit (alpha swept) -> report
+                              \\-> baseline -------/
 """
 
 from __future__ import annotations
@@ -149,5 +149,7 @@ class Report(Cell, project=example):
         table = pd.DataFrame(rows).sort_values("alpha").reset_index(drop=True)
         table["beats_baseline"] = table["test_rmse"] < self.inputs["baseline"].metrics["test_rmse"]
         best = table.loc[table["test_rmse"].idxmin()]
-        return {"table": table, "best": {"alpha": float(best["alpha"]),
-                                         "test_rmse": float(best["test_rmse"])}}
+        return {
+            "table": table,
+            "best": {"alpha": float(best["alpha"]), "test_rmse": float(best["test_rmse"])},
+        }

@@ -1,8 +1,8 @@
 """`further-dagster`: small helpers around the stock dagster CLI.
 
-    further-dagster partition-range -m example_project
-        prints FIRST...LAST of the (one) partitions definition of the code location, for
-        `dagster asset materialize --select '*' --partition-range "$(...)"`.
+further-dagster partition-range -m example_project
+    prints FIRST...LAST of the (one) partitions definition of the code location, for
+    `dagster asset materialize --select '*' --partition-range "$(...)"`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ def _compiled(module: str, attribute: str):  # type: ignore[no-untyped-def]
 
 def partition_range(module: str, attribute: str = "defs") -> str:
     compiled = _compiled(module, attribute)
-    sets = {a.partitions.name: a.partitions for a in compiled.asset_by_key.values()
-            if a.partitions is not None}
+    sets = {
+        a.partitions.name: a.partitions
+        for a in compiled.asset_by_key.values()
+        if a.partitions is not None
+    }
     if not sets:
         raise SystemExit(f"{module} has no partitioned (swept) cells: use --select '*' alone")
     if len(sets) > 1:
@@ -39,8 +42,11 @@ def partition_range(module: str, attribute: str = "defs") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="further-dagster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="further-dagster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("partition-range", help="FIRST...LAST of the sweep's partitions")
     pr.add_argument("-m", "--module", required=True)

@@ -20,7 +20,7 @@ class CellDefinitionError(FurtherError):
 
 
 class InvalidNameError(CellDefinitionError):
-    """A project, cell or contribution name is not a plain identifier (it could escape the store)."""
+    """A project, cell or contribution name is not a plain identifier (could escape the store)."""
 
 
 class DuplicateNameError(CellDefinitionError):
@@ -69,8 +69,15 @@ class CodecError(StoreError):
 class CellComputeError(FurtherError):
     """make() raised. Carries the cell, the logic key and the state file with the traceback."""
 
-    def __init__(self, message: str, *, cell: str = "", key: str = "", state_path: str = "",
-                 remote_traceback: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        cell: str = "",
+        key: str = "",
+        state_path: str = "",
+        remote_traceback: str = "",
+    ) -> None:
         super().__init__(message)
         self.cell = cell
         self.key = key

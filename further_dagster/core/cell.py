@@ -169,8 +169,14 @@ class Cell:
     slurm: ClassVar[Any] = None
     is_resource: ClassVar[bool] = False
 
-    def __init_subclass__(cls, *, project: Project | None = None, name: str | None = None,
-                          abstract: bool = False, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        project: Project | None = None,
+        name: str | None = None,
+        abstract: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if abstract:
             return
@@ -186,7 +192,8 @@ class Cell:
         if name is None:
             name = cls.__dict__.get("name") or _snake(cls.__name__)
         cls.name = check_identifier(
-            "cell", name,
+            "cell",
+            name,
             fix=f"Pass name='...' in the class statement of {where}.",
         )
         cls.full_name = f"{project.name}.{cls.name}"
@@ -195,8 +202,17 @@ class Cell:
 
     # --- runtime ----------------------------------------------------------------------------
 
-    def __init__(self, *, specs: Specs, opts: Opts, inputs: Mapping[str, Any], key: str,
-                 log: logging.Logger, artifact_dir: Path, release: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        specs: Any,
+        opts: Any,
+        inputs: Mapping[str, Any],
+        key: str,
+        log: logging.Logger,
+        artifact_dir: Path,
+        release: str | None = None,
+    ) -> None:
         self.specs = specs
         self.opts = opts
         self.inputs = inputs
@@ -230,7 +246,8 @@ class Cell:
             if not _check_type(result[field], declared):
                 raise ContributionError(
                     f"{cls.full_name}.make() returned {type(result[field]).__name__} for "
-                    f"contribution {field!r}, declared as {getattr(declared, '__name__', declared)}."
+                    f"contribution {field!r}, declared as "
+                    f"{getattr(declared, '__name__', declared)}."
                 )
         return dict(result)
 

@@ -78,7 +78,7 @@ class DefinitionGraph:
                 if remaining:
                     nxt = remaining.pop()
                     if state.get(nxt) == 1:
-                        cycle = path[path.index(nxt):] + [nxt]
+                        cycle = path[path.index(nxt) :] + [nxt]
                         raise DependencyCycleError(
                             "req_cells form a cycle: "
                             + " -> ".join(c.full_name for c in cycle)

@@ -71,7 +71,7 @@ def encode(value: Any) -> bytes:
         parts = sorted(map(encode, value))
         return b"S" + str(len(parts)).encode() + b"{" + b"".join(parts) + b"}"
     if isinstance(value, BaseModel):
-        return b"m" + encode(dict(value)) 
+        return b"m" + encode(dict(value))
     if isinstance(value, _dt.datetime):
         return _encode_str(b"t", value.isoformat())
     if isinstance(value, _dt.date):

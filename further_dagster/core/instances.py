@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -20,7 +20,6 @@ from further_dagster.core.cell import Cell
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.hashing import digest, encode
 from further_dagster.core.params import VAR, Opts, ProjectParams, Specs, build_model, expand
-
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -88,7 +87,7 @@ def walk(roots: list[Instance]) -> list[Instance]:
     return order
 
 
-@lru_cache(maxsize=None)
+@cache
 def library_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -124,13 +123,19 @@ class Resolver:
         if params is None:
             project = self.graph.projects[project_name]
             values = self.context.params.get(project_name, {})
-            params = build_model(project.params, values, where=f"project {project_name!r}",
-                                 what="project params")
-            self._project_params[project_name] = params  # type: ignore[assignment]
-        return params  # type: ignore[return-value]
+            params = build_model(
+                project.params, values, where=f"project {project_name!r}", what="project params"
+            )
+            self._project_params[project_name] = params
+        return params
 
-    def instance(self, cell: type[Cell], values: Mapping[str, Any] | None = None,
-                 *, root_opts: Mapping[str, Any] | None = None) -> Instance:
+    def instance(
+        self,
+        cell: type[Cell],
+        values: Mapping[str, Any] | None = None,
+        *,
+        root_opts: Mapping[str, Any] | None = None,
+    ) -> Instance:
         """The instance of `cell` given edge (or root) `values`; no VAR allowed here."""
         values = values or {}
         cache_key = (cell, encode(dict(values)) + encode(dict(root_opts or {})))
@@ -173,8 +178,13 @@ class Resolver:
             if release is None and all(d.skey == d.key for d in _flat(deps)):
                 skey = key
             else:
-                skey = logic_key(cell, specs, deps, STRUCTURAL_RELEASE if cell.is_resource
-                                 else None, structural=True)  # type: ignore[arg-type]
+                skey = logic_key(
+                    cell,
+                    specs,
+                    deps,
+                    STRUCTURAL_RELEASE if cell.is_resource else None,
+                    structural=True,
+                )  # type: ignore[arg-type]
             inst = Instance(cell, specs, opts, deps, key, release, skey)  # type: ignore[arg-type]
             self._by_key[key] = inst
         self._cache[cache_key] = inst
@@ -192,9 +202,14 @@ def _flat(deps: Mapping[str, Instance | tuple[Instance, ...]]) -> Iterator[Insta
             yield dep
 
 
-def logic_key(cell: type[Cell], specs: Specs,
-              deps: Mapping[str, Instance | tuple[Instance, ...]], release: str | None,
-              *, structural: bool = False) -> str:
+def logic_key(
+    cell: type[Cell],
+    specs: Specs,
+    deps: Mapping[str, Instance | tuple[Instance, ...]],
+    release: str | None,
+    *,
+    structural: bool = False,
+) -> str:
     """DESIGN.md section 4: project, cell, logic_version, Specs, dependency keys, release and
     tracked library versions; nothing else (no Opts, run ids, paths, timestamps, policies).
 
@@ -207,8 +222,7 @@ def logic_key(cell: type[Cell], specs: Specs,
         "logic_version": cell.logic_version,
         "specs": dict(specs),
         "deps": {
-            edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple)
-            else getattr(dep, attr)
+            edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple) else getattr(dep, attr)
             for edge, dep in deps.items()
         },
     }

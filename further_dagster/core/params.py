@@ -8,7 +8,7 @@ recomputes anything.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -72,8 +72,10 @@ def has_var(values: Mapping[str, Any]) -> bool:
     return any(isinstance(v, VAR) for v in values.values())
 
 
-def build_model(model: type[BaseModel], values: Mapping[str, Any], *, where: str,
-                what: str = "Specs") -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def build_model(model: type[M], values: Mapping[str, Any], *, where: str, what: str = "Specs") -> M:
     """Validate `values` into `model`, turning pydantic's error into one that names the cell."""
     try:
         return model(**values)
@@ -90,7 +92,8 @@ def build_model(model: type[BaseModel], values: Mapping[str, Any], *, where: str
             else:
                 lines.append(f"  {field}: {err['msg']} (given {given!r})")
         raise SpecsValidationError(
-            f"{what} of {where} are invalid:\n" + "\n".join(lines)
+            f"{what} of {where} are invalid:\n"
+            + "\n".join(lines)
             + f"\nFix the value passed for {where} (session call, req_cells edge, project params"
             " or project_inits), or the default in its Specs model."
         ) from None

@@ -39,23 +39,31 @@ class Project:
             `project_params = ("field", ...)` and receive the session's value (or the default).
     """
 
-    def __init__(self, name: str, *, version: str = "1", description: str = "",
-                 params: type[ProjectParams] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "1",
+        description: str = "",
+        params: type[ProjectParams] | None = None,
+    ) -> None:
         check_identifier("project", name, fix="Rename the project, e.g. 'my_analysis'.")
-        if params is not None and not (isinstance(params, type) and issubclass(params, ProjectParams)):
+        if params is not None and not (
+            isinstance(params, type) and issubclass(params, ProjectParams)
+        ):
             raise InvalidNameError(f"project {name!r}: params must be a ProjectParams subclass")
         self.name = name
         self.version = version
         self.description = description
         self.params: type[ProjectParams] = params or ProjectParams
         self.cells: dict[str, type[Cell]] = {}
+        self._origin: str = self._caller_module()
         previous = _PROJECTS.get(name)
-        if previous is not None and previous._origin != self._caller_module():
+        if previous is not None and previous._origin != self._origin:
             raise DuplicateNameError(
                 f"two projects are named {name!r} (defined in {previous._origin} and "
-                f"{self._caller_module()}); project names must be unique, rename one of them."
+                f"{self._origin}); project names must be unique, rename one of them."
             )
-        self._origin = self._caller_module()
         _PROJECTS[name] = self
 
     @staticmethod
@@ -112,7 +120,9 @@ def resolve_cell(ref: str | type[Cell], *, default_project: str | None = None) -
     if isinstance(ref, type):
         return ref
     if not isinstance(ref, str):
-        raise UnknownCellError(f"a cell reference must be 'project.cell' or a Cell class, got {ref!r}")
+        raise UnknownCellError(
+            f"a cell reference must be 'project.cell' or a Cell class, got {ref!r}"
+        )
     project_name, _, cell_name = ref.rpartition(".")
     if not project_name:
         if default_project is None:

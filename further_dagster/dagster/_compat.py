@@ -7,7 +7,7 @@ version it was written against (dagster 1.13.27).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster._core.definitions.executor_definition import (  # noqa: F401
@@ -64,9 +64,12 @@ def step_asset_keys(execution_plan: ExecutionPlan, job_def: Any) -> dict[str, li
     return found
 
 
-def subset_context(plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan,
-                   step_keys: Sequence[str], executor: Executor,
-                   ) -> tuple[PlanOrchestrationContext, ExecutionPlan]:
+def subset_context(
+    plan_context: PlanOrchestrationContext,
+    execution_plan: ExecutionPlan,
+    step_keys: Sequence[str],
+    executor: Executor,
+) -> tuple[PlanOrchestrationContext, ExecutionPlan]:
     """A plan context that runs only `step_keys`, for the inner executor."""
     job_def = plan_context.reconstructable_job.get_definition()
     resolved = ResolvedRunConfig.build(job_def, plan_context.dagster_run.run_config)
@@ -82,8 +85,13 @@ def subset_context(plan_context: PlanOrchestrationContext, execution_plan: Execu
     return context, subset
 
 
-def log_run_event(plan_context: PlanOrchestrationContext, kind: str, payload: Any,
-                  step_key: str | None, message: str) -> DagsterEvent:
+def log_run_event(
+    plan_context: PlanOrchestrationContext,
+    kind: str,
+    payload: Any,
+    step_key: str | None,
+    message: str,
+) -> DagsterEvent:
     """Record an asset materialization / observation for a step that did not run, or an
     engine event, in the run's event log."""
     event_type = {
@@ -103,9 +111,12 @@ def log_run_event(plan_context: PlanOrchestrationContext, kind: str, payload: An
         plan_context,
         message,
         event_specific_data=data,
-        step_handle=StepHandle.parse_from_key(step_key) if step_key else None,
+        step_handle=_step_handle(step_key),
     )
 
 
-def iterate(events: Iterator[DagsterEvent]) -> Iterator[DagsterEvent]:
-    yield from events
+def _step_handle(step_key: str | None) -> StepHandle | None:
+    if step_key is None:
+        return None
+    handle = StepHandle.parse_from_key(step_key)
+    return handle if isinstance(handle, StepHandle) else None

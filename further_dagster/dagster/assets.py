@@ -34,7 +34,9 @@ def _description(asset: CellAsset) -> str:
     lines = [doc, "", f"Contributions: {', '.join(cell.contributions)}."]
     if asset.partitions is not None:
         lines += ["", "| partition | instance |", "|---|---|"]
-        lines += [f"| `{k}` | {asset.partitions.labels.get(k, '')} |" for k in asset.partitions.keys]
+        lines += [
+            f"| `{k}` | {asset.partitions.labels.get(k, '')} |" for k in asset.partitions.keys
+        ]
     return "\n".join(lines)
 
 
@@ -61,8 +63,9 @@ def instance_metadata(store_root: Any, inst: Instance, hit: bool, seconds: float
     return meta
 
 
-def _materialize(context: dg.AssetExecutionContext, further: FurtherStore, compiled: Compiled,
-                 asset: CellAsset) -> dg.Output[StoredCell]:
+def _materialize(
+    context: dg.AssetExecutionContext, further: FurtherStore, compiled: Compiled, asset: CellAsset
+) -> dg.Output[StoredCell]:
     key = asset_key_for(asset.cell)
     pks = list(context.partition_keys) if asset.partitions is not None else None
     by_partition = compiled.instances_for(key, pks)
@@ -79,13 +82,23 @@ def _materialize(context: dg.AssetExecutionContext, further: FurtherStore, compi
     report = RunReport()
     started = time.perf_counter()
     try:
-        run_missing(store, missing, mode=parse_mode(further.mode), max_workers=further.max_workers,
-                    report=report)
+        run_missing(
+            store,
+            missing,
+            mode=parse_mode(further.mode),
+            max_workers=further.max_workers,
+            report=report,
+        )
     except FurtherError as exc:
-        raise dg.Failure(description=str(exc), metadata={
-            "further/cell": asset.cell.full_name,
-            "further/traceback": dg.MetadataValue.text(getattr(exc, "remote_traceback", "") or ""),
-        }) from exc
+        raise dg.Failure(
+            description=str(exc),
+            metadata={
+                "further/cell": asset.cell.full_name,
+                "further/traceback": dg.MetadataValue.text(
+                    getattr(exc, "remote_traceback", "") or ""
+                ),
+            },
+        ) from exc
     total = time.perf_counter() - started
     outcomes = report.outcomes
     if len(mine) == 1:
@@ -95,23 +108,27 @@ def _materialize(context: dg.AssetExecutionContext, further: FurtherStore, compi
         metadata = instance_metadata(store.root, inst, hit, outcome.duration_s if outcome else 0.0)
         data_version = dg.DataVersion(inst.key)
     else:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for pk, insts in by_partition.items():
             for inst in insts:
                 outcome = outcomes.get(inst.key)
-                rows.append({
-                    "partition": pk, "logic_key": inst.key,
-                    "cache": "hit" if before[inst.key] or (outcome and outcome.hit) else "miss",
-                    "make_seconds": round(outcome.duration_s, 4) if outcome else 0.0,
-                    "specs": inst.specs.model_dump(mode="json"),
-                })
+                rows.append(
+                    {
+                        "partition": pk,
+                        "logic_key": inst.key,
+                        "cache": "hit" if before[inst.key] or (outcome and outcome.hit) else "miss",
+                        "make_seconds": round(outcome.duration_s, 4) if outcome else 0.0,
+                        "specs": inst.specs.model_dump(mode="json"),
+                    }
+                )
         hits = sum(r["cache"] == "hit" for r in rows)
         metadata = {
             "further/instances": dg.MetadataValue.json(rows),
             "further/cache": "hit" if hits == len(rows) else f"{len(rows) - hits} miss, {hits} hit",
             "further/make_seconds": float(round(sum(r["make_seconds"] for r in rows), 4)),
             "further/artifact_path": dg.MetadataValue.path(
-                str(store.root / asset.cell.project.name / asset.cell.name)),
+                str(store.root / asset.cell.project.name / asset.cell.name)
+            ),
         }
         data_version = None
     metadata["further/step_seconds"] = float(round(total, 4))
@@ -120,13 +137,17 @@ def _materialize(context: dg.AssetExecutionContext, further: FurtherStore, compi
     keys = {pk: [i.key for i in insts] for pk, insts in by_partition.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # data_version is "beta" in 1.13
-        return dg.Output(StoredCell(key.to_user_string(), keys), metadata=metadata,
-                         data_version=data_version)
+        return dg.Output(
+            StoredCell(key.to_user_string(), keys), metadata=metadata, data_version=data_version
+        )
 
 
-def cell_asset(compiled: Compiled, asset: CellAsset,
-               partitions_defs: dict[str, dg.StaticPartitionsDefinition],
-               backfill_policy: dg.BackfillPolicy | None) -> dg.AssetsDefinition:
+def cell_asset(
+    compiled: Compiled,
+    asset: CellAsset,
+    partitions_defs: dict[str, dg.StaticPartitionsDefinition],
+    backfill_policy: dg.BackfillPolicy | None,
+) -> dg.AssetsDefinition:
     cell = asset.cell
     deps = []
     for up_cell, mapping in asset.upstream.items():
@@ -134,8 +155,14 @@ def cell_asset(compiled: Compiled, asset: CellAsset,
         if mapping is None:
             deps.append(dg.AssetDep(up_key))
         else:
-            deps.append(dg.AssetDep(up_key, partition_mapping=dg.StaticPartitionMapping(
-                {k: v for k, v in mapping.items() if v})))
+            deps.append(
+                dg.AssetDep(
+                    up_key,
+                    partition_mapping=dg.StaticPartitionMapping(
+                        {k: v for k, v in mapping.items() if v}
+                    ),
+                )
+            )
     partitions_def = partitions_defs[asset.partitions.name] if asset.partitions else None
     op_tags: dict[str, Any] = {"further/cell": cell.full_name, TOKEN_TAG: compiled.token}
     if cell.slurm is not None:
@@ -160,9 +187,10 @@ def cell_asset(compiled: Compiled, asset: CellAsset,
             "further/contributions": ", ".join(cell.contributions),
             "further/spec_defaults": dg.MetadataValue.json(
                 json.loads(cell.Specs.model_construct().model_dump_json())
-                if not cell.Specs.model_fields or all(
-                    not f.is_required() for f in cell.Specs.model_fields.values())
-                else {}),
+                if not cell.Specs.model_fields
+                or all(not f.is_required() for f in cell.Specs.model_fields.values())
+                else {}
+            ),
         },
     )
     def _asset(context: dg.AssetExecutionContext, further: FurtherStore) -> dg.Output[StoredCell]:
@@ -178,11 +206,14 @@ def _slurm_json(spec: Any) -> Any:
     return dump(mode="json") if dump else spec
 
 
-def build_cell_assets(compiled: Compiled, backfill_policy: dg.BackfillPolicy | None
-                      ) -> list[dg.AssetsDefinition]:
+def build_cell_assets(
+    compiled: Compiled, backfill_policy: dg.BackfillPolicy | None
+) -> list[dg.AssetsDefinition]:
     defs = _partitions_defs(compiled)
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; the warning would repeat for every cell.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return [cell_asset(compiled, a, defs, backfill_policy)
-                for a in compiled.projection.assets.values()]
+        return [
+            cell_asset(compiled, a, defs, backfill_policy)
+            for a in compiled.projection.assets.values()
+        ]

@@ -49,7 +49,7 @@ def build_definitions(
         assets, resources, **definitions_kwargs: passed on to `dagster.Definitions`.
     """
     graph = DefinitionGraph(projects)
-    compiled = Compiled(graph, calls)
+    compiled = Compiled(graph, [(c, dict(v)) for c, v in calls] if calls is not None else None)
     policy = dg.BackfillPolicy.single_run() if single_run_backfills else None
     cell_assets = build_cell_assets(compiled, policy)
     all_resources: dict[str, Any] = {

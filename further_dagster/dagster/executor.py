@@ -29,8 +29,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def run_partition_keys(tags: dict[str, str], compiled: Compiled, asset_key: dg.AssetKey
-                       ) -> list[str] | None:
+def run_partition_keys(
+    tags: dict[str, str], compiled: Compiled, asset_key: dg.AssetKey
+) -> list[str] | None:
     asset = compiled.asset_by_key[asset_key]
     if asset.partitions is None:
         return None
@@ -39,15 +40,20 @@ def run_partition_keys(tags: dict[str, str], compiled: Compiled, asset_key: dg.A
     if RANGE_START_TAG in tags:
         keys = asset.partitions.keys
         start, end = keys.index(tags[RANGE_START_TAG]), keys.index(tags[RANGE_END_TAG])
-        return keys[start:end + 1]
+        return keys[start : end + 1]
     return list(asset.partitions.keys)
 
 
 class SkipCachedExecutor(_compat.Executor):
     """Wraps `inner`; runs only the steps with an instance that is not stored."""
 
-    def __init__(self, inner: _compat.Executor, *, store_root: str | None = None,
-                 record: str = "materialization") -> None:
+    def __init__(
+        self,
+        inner: _compat.Executor,
+        *,
+        store_root: str | None = None,
+        record: str = "materialization",
+    ) -> None:
         self.inner = inner
         self.store_root = store_root
         self.record = record
@@ -60,8 +66,9 @@ class SkipCachedExecutor(_compat.Executor):
     def step_dependency_config(self) -> Any:
         return self.inner.step_dependency_config
 
-    def cached_steps(self, plan_context: Any, execution_plan: Any
-                     ) -> dict[str, list[tuple[dg.AssetKey, dict[str | None, list[Any]]]]]:
+    def cached_steps(
+        self, plan_context: Any, execution_plan: Any
+    ) -> dict[str, list[tuple[dg.AssetKey, dict[str | None, list[Any]]]]]:
         """Step key -> [(asset key, {partition key: instances})] for steps fully stored."""
         job_def = plan_context.reconstructable_job.get_definition()
         tags = dict(plan_context.dagster_run.tags)
@@ -93,86 +100,113 @@ class SkipCachedExecutor(_compat.Executor):
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
         started = time.perf_counter()
         cached = self.cached_steps(plan_context, execution_plan)
-        to_run = [s.key for s in execution_plan.get_all_steps_in_topo_order()
-                  if s.key not in cached]
+        to_run = [
+            s.key for s in execution_plan.get_all_steps_in_topo_order() if s.key not in cached
+        ]
         if cached:
             store_root = ArtifactStore(self.store_root).root
             assets = [k.to_user_string() for entries in cached.values() for k, _ in entries]
             yield _compat.log_run_event(
-                plan_context, "engine",
-                _compat.EngineEventData(metadata={
-                    "further/cached_steps": len(cached),
-                    "further/cached_assets": dg.MetadataValue.json(assets),
-                    "further/steps_to_run": len(to_run),
-                    "further/decide_seconds": float(round(time.perf_counter() - started, 4)),
-                }),
+                plan_context,
+                "engine",
+                _compat.EngineEventData(
+                    metadata={
+                        "further/cached_steps": len(cached),
+                        "further/cached_assets": dg.MetadataValue.json(assets),
+                        "further/steps_to_run": len(to_run),
+                        "further/decide_seconds": float(round(time.perf_counter() - started, 4)),
+                    }
+                ),
                 None,
                 f"further: {len(cached)} step(s) already stored, not started: "
-                + ", ".join(assets[:10]) + (" ..." if len(assets) > 10 else ""),
+                + ", ".join(assets[:10])
+                + (" ..." if len(assets) > 10 else ""),
             )
             if self.record != "none":
                 for step_key, entries in cached.items():
                     for asset_key, by_pk in entries:
-                        yield from self._record(plan_context, step_key, asset_key, by_pk,
-                                                store_root)
+                        yield from self._record(
+                            plan_context, step_key, asset_key, by_pk, store_root
+                        )
         if not to_run:
             return
         if not cached:
             yield from self.inner.execute(plan_context, execution_plan)
             return
-        sub_context, sub_plan = _compat.subset_context(plan_context, execution_plan, to_run,
-                                                       self.inner)
+        sub_context, sub_plan = _compat.subset_context(
+            plan_context, execution_plan, to_run, self.inner
+        )
         yield from self.inner.execute(sub_context, sub_plan)
 
-    def _record(self, plan_context: Any, step_key: str, asset_key: dg.AssetKey,
-                by_pk: dict[str | None, list[Any]], store_root: Any) -> Iterator[Any]:
+    def _record(
+        self,
+        plan_context: Any,
+        step_key: str,
+        asset_key: dg.AssetKey,
+        by_pk: dict[str | None, list[Any]],
+        store_root: Any,
+    ) -> Iterator[Any]:
         for pk, group in by_pk.items():
             meta = instance_metadata(store_root, group[0], True, 0.0)
             meta["further/skipped_step"] = True
             if self.record == "materialization":
-                payload: Any = dg.AssetMaterialization(asset_key=asset_key, partition=pk,
-                                                       metadata=meta)
+                payload: Any = dg.AssetMaterialization(
+                    asset_key=asset_key, partition=pk, metadata=meta
+                )
             else:
                 payload = dg.AssetObservation(asset_key=asset_key, partition=pk, metadata=meta)
-            yield _compat.log_run_event(plan_context, self.record, payload, step_key,
-                                        f"{asset_key.to_user_string()} already stored (cache hit)")
+            yield _compat.log_run_event(
+                plan_context,
+                self.record,
+                payload,
+                step_key,
+                f"{asset_key.to_user_string()} already stored (cache hit)",
+            )
 
 
 InnerFactory = Callable[[dict[str, Any]], _compat.Executor]
 
 
-def further_executor_def(name: str = "further", *, default_inner: str = "multiprocess"
-                         ) -> dg.ExecutorDefinition:
+def further_executor_def(
+    name: str = "further", *, default_inner: str = "multiprocess"
+) -> dg.ExecutorDefinition:
     """The default executor of further_dagster Definitions: Dagster's multiprocess (or
     in-process) executor, minus every step whose instances are already stored."""
 
     @dg.executor(
         name=name,
         config_schema={
-            "inner": dg.Field(dg.Enum("FurtherInner", [dg.EnumValue("multiprocess"),
-                                                       dg.EnumValue("in_process")]),
-                              default_value=default_inner,
-                              description="Executor that runs the steps that are not stored."),
-            "max_concurrent": dg.Field(dg.Noneable(int), default_value=None,
-                                       description="multiprocess: processes at once"),
+            "inner": dg.Field(
+                dg.Enum("FurtherInner", [dg.EnumValue("multiprocess"), dg.EnumValue("in_process")]),
+                default_value=default_inner,
+                description="Executor that runs the steps that are not stored.",
+            ),
+            "max_concurrent": dg.Field(
+                dg.Noneable(int), default_value=None, description="multiprocess: processes at once"
+            ),
             "retries": _compat.get_retries_config(),
             "record_cached": dg.Field(
                 dg.Enum("FurtherRecordCached", [dg.EnumValue(c) for c in RECORD_CHOICES]),
                 default_value="materialization",
-                description="What a skipped (already stored) step records for its assets."),
-            "store_root": dg.Field(dg.Noneable(str), default_value=None,
-                                   description="Store root (default: FURTHER_ROOT or ./.further)"),
+                description="What a skipped (already stored) step records for its assets.",
+            ),
+            "store_root": dg.Field(
+                dg.Noneable(str),
+                default_value=None,
+                description="Store root (default: FURTHER_ROOT or ./.further)",
+            ),
         },
         requirements=dg.multiple_process_executor_requirements(),
     )
     def _further_executor(init_context: dg.InitExecutorContext) -> _compat.Executor:
-        config = init_context.executor_config
+        config: dict[str, Any] = dict(init_context.executor_config)
         inner_kind = config["inner"]
         inner_config: dict[str, Any] = {"retries": config["retries"]}
         if inner_kind == "multiprocess":
             inner_config["max_concurrent"] = config["max_concurrent"]
         inner = _compat.inner_executor(inner_kind, inner_config)
-        return SkipCachedExecutor(inner, store_root=config["store_root"],
-                                  record=config["record_cached"])
+        return SkipCachedExecutor(
+            inner, store_root=config["store_root"], record=config["record_cached"]
+        )
 
     return _further_executor

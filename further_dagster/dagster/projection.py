@@ -54,22 +54,27 @@ class CellAsset:
 def _label(insts: Sequence[Instance], inst: Instance) -> str:
     """The Specs that differ between a cell's instances, e.g. `alpha=0.1`."""
     fields = [
-        name for name in type(inst.specs).model_fields
+        name
+        for name in type(inst.specs).model_fields
         if len({repr(getattr(i.specs, name)) for i in insts}) > 1
     ]
     if fields:
         return ", ".join(f"{name}={getattr(inst.specs, name)!r}" for name in fields)
-    return "upstream " + ", ".join(
-        f"{d.cell.name}@{d.key[:8]}" for d in inst.dep_instances()
-    ) or inst.key[:PARTITION_KEY_CHARS]
+    return (
+        "upstream " + ", ".join(f"{d.cell.name}@{d.key[:8]}" for d in inst.dep_instances())
+        or inst.key[:PARTITION_KEY_CHARS]
+    )
 
 
 class Projection:
     """Every cell of `graph` under the given roots, as assets."""
 
-    def __init__(self, graph: DefinitionGraph,
-                 roots: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None = None,
-                 context: CallContext | None = None) -> None:
+    def __init__(
+        self,
+        graph: DefinitionGraph,
+        roots: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None = None,
+        context: CallContext | None = None,
+    ) -> None:
         self.graph = graph
         context = context or CallContext()
         context.release_resolver = lambda cell, specs: STRUCTURAL_RELEASE
@@ -106,8 +111,9 @@ class Projection:
         return CellAsset(cell, parts, {k: [i] for k, i in zip(keys, insts, strict=True)})
 
     @staticmethod
-    def _adopt(cell: type[Cell], insts: list[Instance],
-               dependent: CellAsset | None) -> CellAsset | None:
+    def _adopt(
+        cell: type[Cell], insts: list[Instance], dependent: CellAsset | None
+    ) -> CellAsset | None:
         if dependent is None or dependent.partitions is None:
             return None
         owner: dict[str, set[str]] = {i.key: set() for i in insts}

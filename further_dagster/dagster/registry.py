@@ -34,8 +34,11 @@ def asset_key_for(cell: type[Cell]) -> dg.AssetKey:
 class Compiled:
     """One projection of projects onto assets, and runtime resolution of actual instances."""
 
-    def __init__(self, graph: DefinitionGraph,
-                 roots: Sequence[tuple[str | type[Cell], dict[str, Any]]] | None) -> None:
+    def __init__(
+        self,
+        graph: DefinitionGraph,
+        roots: Sequence[tuple[str | type[Cell], dict[str, Any]]] | None,
+    ) -> None:
         self.graph = graph
         self.roots = [(resolve_cell(c), dict(v)) for c, v in roots] if roots is not None else None
         self.projection = Projection(graph, self.roots)
@@ -45,10 +48,14 @@ class Compiled:
         self.has_resources = any(c.is_resource for c in self.projection.assets)
         # Set by the resources layer (issue: resource cells) to resolve real releases.
         self.release_resolver_factory: ReleaseResolverFactory | None = None
-        self.token = digest({
-            "cells": sorted(c.full_name for c in graph.order),
-            "roots": [(c.full_name, v) for c, v in self.roots] if self.roots is not None else None,
-        })[:16]
+        self.token = digest(
+            {
+                "cells": sorted(c.full_name for c in graph.order),
+                "roots": [(c.full_name, v) for c, v in self.roots]
+                if self.roots is not None
+                else None,
+            }
+        )[:16]
         _BY_TOKEN[self.token] = self
         for key in self.asset_by_key:
             _BY_ASSET_KEY[key] = self
@@ -64,9 +71,12 @@ class Compiled:
         insts = walk([resolver.instance(c, v) for c, v in roots])
         return {inst.skey: inst for inst in insts}
 
-    def instances_for(self, asset_key: dg.AssetKey, partition_keys: Sequence[str] | None,
-                      actual: dict[str, Instance] | None = None
-                      ) -> dict[str | None, list[Instance]]:
+    def instances_for(
+        self,
+        asset_key: dg.AssetKey,
+        partition_keys: Sequence[str] | None,
+        actual: dict[str, Instance] | None = None,
+    ) -> dict[str | None, list[Instance]]:
         """Partition key (None when unpartitioned) -> actual instances of that partition."""
         asset = self.asset_by_key[asset_key]
         actual = actual if actual is not None else self.actual_instances()

@@ -29,7 +29,9 @@ class FurtherStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         max_workers: threads for LOCAL.
     """
 
-    root: str | None = Field(default=None, description="Store root (default: FURTHER_ROOT or ./.further)")
+    root: str | None = Field(
+        default=None, description="Store root (default: FURTHER_ROOT or ./.further)"
+    )
     mode: str = Field(default="LOCAL", description="INLINE or LOCAL for the instances of one step")
     max_workers: int | None = Field(default=None, description="Threads for LOCAL mode")
 
@@ -55,7 +57,9 @@ class FurtherIOManager(dg.ConfigurableIOManager):
     Contributions, or a dict partition key -> Contributions when it reads several partitions.
     """
 
-    root: str | None = Field(default=None, description="Store root (default: FURTHER_ROOT or ./.further)")
+    root: str | None = Field(
+        default=None, description="Store root (default: FURTHER_ROOT or ./.further)"
+    )
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if not isinstance(obj, StoredCell):
@@ -80,7 +84,9 @@ class FurtherIOManager(dg.ConfigurableIOManager):
         if asset.partitions is None:
             (inst,) = asset.instances[None]
             return load(store, actual[inst.skey])
-        keys = context.asset_partition_keys if context.has_asset_partitions else asset.partitions.keys
+        keys = (
+            context.asset_partition_keys if context.has_asset_partitions else asset.partitions.keys
+        )
         out: dict[str, Contributions | list[Contributions]] = {}
         for pk in keys:
             insts = [load(store, actual[i.skey]) for i in asset.instances[pk]]

@@ -5,5 +5,14 @@ from further_dagster.engine.modes import Mode, effective_mode, parse_mode
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.engine.session import Plan, Session
 
-__all__ = ["Mode", "Plan", "RunReport", "Session", "effective_mode", "ensure", "load",
-           "parse_mode", "run_missing"]
+__all__ = [
+    "Mode",
+    "Plan",
+    "RunReport",
+    "Session",
+    "effective_mode",
+    "ensure",
+    "load",
+    "parse_mode",
+    "run_missing",
+]

@@ -73,8 +73,15 @@ def ensure(store: ArtifactStore, inst: Instance, cache: ContributionCache | None
                 inputs[edge] = [cache.get(store, d) for d in dep]
             else:
                 inputs[edge] = cache.get(store, dep)
-        maker = cell(specs=inst.specs, opts=inst.opts, inputs=inputs, key=inst.key,
-                     log=cell_log, artifact_dir=artifact_dir, release=inst.release)
+        maker = cell(
+            specs=inst.specs,
+            opts=inst.opts,
+            inputs=inputs,
+            key=inst.key,
+            log=cell_log,
+            artifact_dir=artifact_dir,
+            release=inst.release,
+        )
         return cell.check_contributions(maker.make())
 
     return store.ensure(cell.project.name, cell.name, inst.key, compute, provenance_of(inst))

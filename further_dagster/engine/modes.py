@@ -12,12 +12,12 @@ branch, never across branches; `in_parallel=False` forces INLINE.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from further_dagster.errors import ExecutionModeError
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """How independent instances run."""
 
     INLINE = "INLINE"
@@ -43,7 +43,9 @@ def parse_mode(value: str | Mode, *, where: str = "mode") -> Mode:
         return Mode(str(value).upper())
     except ValueError:
         valid = ", ".join(m.value for m in Mode)
-        raise ExecutionModeError(f"{where}: unknown execution mode {value!r}; valid: {valid}") from None
+        raise ExecutionModeError(
+            f"{where}: unknown execution mode {value!r}; valid: {valid}"
+        ) from None
 
 
 def _ancestors(mode: Mode) -> list[Mode]:
@@ -55,8 +57,9 @@ def _ancestors(mode: Mode) -> list[Mode]:
     return chain
 
 
-def effective_mode(ceiling: Mode, requested: str | Mode | None, *, in_parallel: bool = True,
-                   where: str = "cell") -> Mode:
+def effective_mode(
+    ceiling: Mode, requested: str | Mode | None, *, in_parallel: bool = True, where: str = "cell"
+) -> Mode:
     """The mode a cell runs in under `ceiling`.
 
     A request above the ceiling is capped to it; a request from the other branch is an error,

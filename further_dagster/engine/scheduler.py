@@ -35,9 +35,11 @@ class RunReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (f"{len(self.computed)} computed, {len(self.cached)} cached, "
-                f"{len(self.waited)} waited for, {len(self.failed)} failed, "
-                f"{len(self.blocked)} blocked, {self.seconds:.2f}s")
+        return (
+            f"{len(self.computed)} computed, {len(self.cached)} cached, "
+            f"{len(self.waited)} waited for, {len(self.failed)} failed, "
+            f"{len(self.blocked)} blocked, {self.seconds:.2f}s"
+        )
 
 
 def _pool(mode: Mode, workers: int) -> cf.Executor | None:
@@ -46,8 +48,9 @@ def _pool(mode: Mode, workers: int) -> cf.Executor | None:
     if mode is Mode.LOCAL_PROCESSES:
         import multiprocessing
 
-        return cf.ProcessPoolExecutor(max_workers=workers,
-                                      mp_context=multiprocessing.get_context("spawn"))
+        return cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
     return None
 
 
@@ -55,9 +58,15 @@ def _ensure_in_child(store_root: str, inst: Instance) -> Outcome:
     return ensure(ArtifactStore(store_root), inst)
 
 
-def run_missing(store: ArtifactStore, missing: list[Instance], *, mode: Mode,
-                max_workers: int | None = None, report: RunReport | None = None,
-                on_done: Callable[[Instance, Outcome], None] | None = None) -> RunReport:
+def run_missing(
+    store: ArtifactStore,
+    missing: list[Instance],
+    *,
+    mode: Mode,
+    max_workers: int | None = None,
+    report: RunReport | None = None,
+    on_done: Callable[[Instance, Outcome], None] | None = None,
+) -> RunReport:
     """Compute `missing` (dependencies first). Raises the first CellComputeError at the end."""
     report = report or RunReport()
     if not missing:
@@ -72,8 +81,9 @@ def run_missing(store: ArtifactStore, missing: list[Instance], *, mode: Mode,
         for dep in deps:
             dependents[dep].append(key)
     modes = {
-        inst.key: effective_mode(mode, inst.cell.mode, in_parallel=inst.cell.in_parallel,
-                                 where=inst.cell.full_name)
+        inst.key: effective_mode(
+            mode, inst.cell.mode, in_parallel=inst.cell.in_parallel, where=inst.cell.full_name
+        )
         for inst in missing
     }
     workers = max_workers or min(32, (os.cpu_count() or 1) + 2)
@@ -129,8 +139,10 @@ def run_missing(store: ArtifactStore, missing: list[Instance], *, mode: Mode,
                 if inst_mode not in pools:
                     pool = _pool(inst_mode, workers)
                     if pool is None:
-                        raise FurtherError(f"mode {inst_mode.value} cannot run inside a Session; "
-                                           "use Dagster (DASK/SLURM executors) for it")
+                        raise FurtherError(
+                            f"mode {inst_mode.value} cannot run inside a Session; "
+                            "use Dagster (DASK/SLURM executors) for it"
+                        )
                     pools[inst_mode] = pool
                 if inst_mode is Mode.LOCAL_PROCESSES:
                     fut = pools[inst_mode].submit(_ensure_in_child, str(store.root), inst)
@@ -142,13 +154,13 @@ def run_missing(store: ArtifactStore, missing: list[Instance], *, mode: Mode,
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 key = running.pop(fut)
-                exc = fut.exception()
-                if exc is None:
+                error = fut.exception()
+                if error is None:
                     finish(key, fut.result(), None)
-                elif isinstance(exc, FurtherError):
-                    finish(key, None, exc)
+                elif isinstance(error, FurtherError):
+                    finish(key, None, error)
                 else:
-                    raise exc
+                    raise error
     finally:
         for pool in pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
@@ -157,11 +169,17 @@ def run_missing(store: ArtifactStore, missing: list[Instance], *, mode: Mode,
         first = next(iter(report.failed.values()))
         if len(report.failed) == 1 and not report.blocked:
             raise first
-        extra = (f" ({len(report.failed)} instance(s) failed, {len(report.blocked)} blocked "
-                 f"by them; everything else was stored)")
+        extra = (
+            f" ({len(report.failed)} instance(s) failed, {len(report.blocked)} blocked "
+            f"by them; everything else was stored)"
+        )
         if isinstance(first, CellComputeError):
-            raise CellComputeError(str(first) + extra, cell=first.cell, key=first.key,
-                                   state_path=first.state_path,
-                                   remote_traceback=first.remote_traceback) from first
+            raise CellComputeError(
+                str(first) + extra,
+                cell=first.cell,
+                key=first.key,
+                state_path=first.state_path,
+                remote_traceback=first.remote_traceback,
+            ) from first
         raise first
     return report

@@ -64,9 +64,15 @@ class Session:
         store: an ArtifactStore to use instead of `root`.
     """
 
-    def __init__(self, *projects: Project, root: str | Path | None = None,
-                 mode: str | Mode = Mode.INLINE, max_workers: int | None = None,
-                 progress: bool = True, store: ArtifactStore | None = None) -> None:
+    def __init__(
+        self,
+        *projects: Project,
+        root: str | Path | None = None,
+        mode: str | Mode = Mode.INLINE,
+        max_workers: int | None = None,
+        progress: bool = True,
+        store: ArtifactStore | None = None,
+    ) -> None:
         self.store = store or ArtifactStore(root)
         self.mode = parse_mode(mode, where="Session")
         self.max_workers = max_workers
@@ -90,10 +96,16 @@ class Session:
             self._graphs[names] = cached
         return cached[0]
 
-    def plan(self, cell: str | type[Cell], *, specs: Mapping[str, Mapping[str, Any]] | None = None,
-             params: Mapping[str, Any] | None = None,
-             project_params: Mapping[str, Mapping[str, Any]] | None = None,
-             opts: Mapping[str, Mapping[str, Any]] | None = None, **values: Any) -> Plan:
+    def plan(
+        self,
+        cell: str | type[Cell],
+        *,
+        specs: Mapping[str, Mapping[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
+        project_params: Mapping[str, Mapping[str, Any]] | None = None,
+        opts: Mapping[str, Mapping[str, Any]] | None = None,
+        **values: Any,
+    ) -> Plan:
         """Resolve a call without running it (same arguments as `call`)."""
         target = resolve_cell(cell)
         graph = self.graph_for(target)
@@ -106,11 +118,18 @@ class Session:
         )
         roots = []
         for combo in _expand_session(session_values):
-            context = CallContext(params=combo["params"], specs=combo["specs"], opts=opts or {},
-                                  release_resolver=self._release_resolver())
+            context = CallContext(
+                params=combo["params"],
+                specs=combo["specs"],
+                opts=opts or {},
+                release_resolver=self._release_resolver(),
+            )
             resolver = Resolver(graph, context)
-            roots.append(resolver.instance(target, combo["values"],
-                                           root_opts=(opts or {}).get(target.full_name)))
+            roots.append(
+                resolver.instance(
+                    target, combo["values"], root_opts=(opts or {}).get(target.full_name)
+                )
+            )
         instances = walk(roots)
         missing = [inst for inst in instances if not is_stored(self.store, inst)]
         return Plan(roots=roots, instances=instances, missing=missing, swept=swept)
@@ -118,11 +137,17 @@ class Session:
     def _release_resolver(self) -> Any:
         return None
 
-    def call(self, cell: str | type[Cell], *, specs: Mapping[str, Mapping[str, Any]] | None = None,
-             params: Mapping[str, Any] | None = None,
-             project_params: Mapping[str, Mapping[str, Any]] | None = None,
-             opts: Mapping[str, Mapping[str, Any]] | None = None, mode: str | Mode | None = None,
-             **values: Any) -> Contributions | list[Contributions]:
+    def call(
+        self,
+        cell: str | type[Cell],
+        *,
+        specs: Mapping[str, Mapping[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
+        project_params: Mapping[str, Mapping[str, Any]] | None = None,
+        opts: Mapping[str, Mapping[str, Any]] | None = None,
+        mode: str | Mode | None = None,
+        **values: Any,
+    ) -> Contributions | list[Contributions]:
         """Compute (or load) `cell` and return its contributions.
 
         Args:
@@ -139,18 +164,27 @@ class Session:
             them, one per combination, when any session-level value is a VAR.
         """
         start = time.perf_counter()
-        plan = self.plan(cell, specs=specs, params=params, project_params=project_params,
-                         opts=opts, **values)
+        plan = self.plan(
+            cell, specs=specs, params=params, project_params=project_params, opts=opts, **values
+        )
         report = RunReport()
         report.cached = [i.key for i in plan.instances if i not in plan.missing]
         if plan.missing:
-            log.info("%s: %d instance(s), %d stored, %d to compute",
-                     plan.roots[0].cell.full_name, len(plan.instances),
-                     len(plan.instances) - len(plan.missing), len(plan.missing))
+            log.info(
+                "%s: %d instance(s), %d stored, %d to compute",
+                plan.roots[0].cell.full_name,
+                len(plan.instances),
+                len(plan.instances) - len(plan.missing),
+                len(plan.missing),
+            )
         self.last_report = report
-        run_missing(self.store, plan.missing,
-                    mode=parse_mode(mode, where="call") if mode else self.mode,
-                    max_workers=self.max_workers, report=report)
+        run_missing(
+            self.store,
+            plan.missing,
+            mode=parse_mode(mode, where="call") if mode else self.mode,
+            max_workers=self.max_workers,
+            report=report,
+        )
         results = [load(self.store, root) for root in plan.roots]
         report.seconds = time.perf_counter() - start
         return results if plan.swept else results[0]
@@ -176,4 +210,3 @@ def _expand_session(values: Mapping[str, Any]) -> list[dict[str, Any]]:
                 out[group][inner] = v
         combos.append(out)
     return combos
-

@@ -22,8 +22,7 @@ def env(tmp_path, further_tmp_root):
 
 
 def run(args, env, timeout=600):
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -35,11 +34,21 @@ def started_steps(output):
 def test_example_project_end_to_end_then_fully_cached(env, further_tmp_root):
     span = run([BIN / "further-dagster", "partition-range", "-m", "example_project"], env).strip()
     assert "..." in span
-    cmd = [BIN / "dagster", "asset", "materialize", "-m", "example_project", "--select", "*",
-           "--partition-range", span]
+    cmd = [
+        BIN / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "example_project",
+        "--select",
+        "*",
+        "--partition-range",
+        span,
+    ]
     first = run(cmd, env)
     assert sorted(started_steps(first)) == sorted(
-        f"example__{c}" for c in ("raw_data", "features", "split", "fit", "baseline", "report"))
+        f"example__{c}" for c in ("raw_data", "features", "split", "fit", "baseline", "report")
+    )
     stored = sorted(p.parent.parent.name for p in further_tmp_root.glob("example/*/*/result"))
     assert stored.count("fit") == 4 and len(stored) == 9
 
@@ -48,7 +57,8 @@ def test_example_project_end_to_end_then_fully_cached(env, further_tmp_root):
     assert "further: 6 step(s) already stored, not started" in second
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         meta = instance.get_latest_materialization_event(
-            dg.AssetKey(["example", "report"])).asset_materialization.metadata
+            dg.AssetKey(["example", "report"])
+        ).asset_materialization.metadata
         assert meta["further/cache"].value == "hit"
         records = instance.fetch_materializations(dg.AssetKey(["example", "fit"]), limit=20)
         assert len(records.records) == 8  # 4 partitions x 2 runs

@@ -2,7 +2,7 @@
 
 import pytest
 
-from further_dagster import VAR, Cell, Project, ProjectParams, Req, Session, Specs
+from further_dagster import VAR, Cell, Project, ProjectParams, Req, Specs
 from further_dagster.core import DefinitionGraph, Resolver
 from further_dagster.errors import (
     CellDefinitionError,
@@ -291,8 +291,9 @@ def test_resolver_merges_in_documented_order():
     from further_dagster.core import CallContext
 
     graph = DefinitionGraph([p])
-    inst = Resolver(graph, CallContext(params={"defs_order": {"seed": 5}},
-                                       specs={"defs_order.up": {"b": 2}})).instance(Down)
+    inst = Resolver(
+        graph, CallContext(params={"defs_order": {"seed": 5}}, specs={"defs_order.up": {"b": 2}})
+    ).instance(Down)
     up = inst.deps["up"]
     # default < project param < edge value < session-addressed value
     assert (up.specs.seed, up.specs.a, up.specs.b, up.specs.c) == (5, 1, 2, 1)

@@ -38,8 +38,14 @@ def test_keys_equal_in_separate_processes():
     keys = []
     for seed in ("0", "4242"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
         keys.append(json.loads(out.stdout))
     here = [resolve(Source).key, resolve(Double).key, resolve(Source, {"scale": 0.5, "n": 3}).key]
     assert keys[0] == keys[1] == here
@@ -89,13 +95,18 @@ def test_tracked_library_versions_enter_the_key(monkeypatch):
 
 
 @settings(max_examples=100, deadline=None)
-@given(n=st.integers(-10**6, 10**6), scale=st.floats(allow_nan=False, allow_infinity=False),
-       n2=st.integers(-10**6, 10**6), scale2=st.floats(allow_nan=False, allow_infinity=False),
-       verbose=st.booleans())
+@given(
+    n=st.integers(-(10**6), 10**6),
+    scale=st.floats(allow_nan=False, allow_infinity=False),
+    n2=st.integers(-(10**6), 10**6),
+    scale2=st.floats(allow_nan=False, allow_infinity=False),
+    verbose=st.booleans(),
+)
 def test_key_is_a_function_of_specs_only(n, scale, n2, scale2, verbose):
     a = resolve(Source, {"n": n, "scale": scale})
-    again = resolve(Source, {"n": n, "scale": scale},
-                    opts={"keys_demo.source": {"verbose": verbose}})
+    again = resolve(
+        Source, {"n": n, "scale": scale}, opts={"keys_demo.source": {"verbose": verbose}}
+    )
     assert a.key == again.key
     b = resolve(Source, {"n": n2, "scale": scale2})
     if (n, scale) != (n2, scale2):

@@ -51,9 +51,11 @@ class Summary(Cell, project=dag_demo):
 
 
 def _consumer():
-    @dg.asset(key=["dag_demo", "plain_consumer"],
-              ins={"summary": dg.AssetIn(key=["dag_demo", "summary"])},
-              io_manager_key="io_manager")
+    @dg.asset(
+        key=["dag_demo", "plain_consumer"],
+        ins={"summary": dg.AssetIn(key=["dag_demo", "summary"])},
+        io_manager_key="io_manager",
+    )
     def consumer(summary) -> int:
         return int(summary.totals[-1])
 

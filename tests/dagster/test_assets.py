@@ -32,17 +32,25 @@ def _assets(defs, *keys):
 
 
 def _meta(instance, key, partition=None):
-    event = instance.get_latest_materialization_event(key) if partition is None else next(
-        e for e in reversed(instance.fetch_materializations(key, limit=100).records)
-        if e.asset_materialization.partition == partition
-    ).event_log_entry
+    event = (
+        instance.get_latest_materialization_event(key)
+        if partition is None
+        else next(
+            e
+            for e in reversed(instance.fetch_materializations(key, limit=100).records)
+            if e.asset_materialization.partition == partition
+        ).event_log_entry
+    )
     return event.asset_materialization.metadata
 
 
 def _materialize(defs, instance, *keys, partition_key=None, selection=None):
     return dg.materialize(
-        _assets(defs, *keys), instance=instance, resources=defs.resources,
-        partition_key=partition_key, selection=selection,
+        _assets(defs, *keys),
+        instance=instance,
+        resources=defs.resources,
+        partition_key=partition_key,
+        selection=selection,
     )
 
 
@@ -59,8 +67,10 @@ def test_one_asset_per_cell_with_lineage(defs):
     keys = power.partitions_def.get_partition_keys()
     assert len(keys) == 3 and all(len(k) == 12 for k in keys)
     # partition keys are logic-key prefixes, readable values are in the description
-    session_keys = [r.key[:12] for r in Session(progress=False).plan(
-        "dag_demo.power", p=dg_var([1, 2, 3])).roots]
+    session_keys = [
+        r.key[:12]
+        for r in Session(progress=False).plan("dag_demo.power", p=dg_var([1, 2, 3])).roots
+    ]
     assert keys == session_keys
     for p in (1, 2, 3):
         assert f"p={p}" in power.description
@@ -98,8 +108,9 @@ def test_session_and_dagster_share_results(defs, instance, calls):
     assert _meta(instance, SRC)["further/cache"].value == "hit"
     assert _meta(instance, SRC)["further/logic_key"].value == from_session.key
     # and the other way round: Dagster computes, the session loads
-    assert _materialize(defs, instance, SRC, POWER, partition_key=_pk(defs, 2),
-                        selection=[POWER]).success
+    assert _materialize(
+        defs, instance, SRC, POWER, partition_key=_pk(defs, 2), selection=[POWER]
+    ).success
     assert session.call("dag_demo.power", p=2).values == [0, 1, 4, 9]
     assert calls.count("power") == 1
 
@@ -137,8 +148,9 @@ def test_failing_make_fails_the_step_with_the_traceback(instance, further_tmp_ro
 
     failing = build_definitions(dag_demo, calls=[("dag_demo.power", {"p": 99})])
     asset = next(a for a in failing.assets if a.key == POWER)
-    result = dg.materialize([asset], instance=instance, resources=failing.resources,
-                            raise_on_error=False)
+    result = dg.materialize(
+        [asset], instance=instance, resources=failing.resources, raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     error = failure.step_failure_data.error

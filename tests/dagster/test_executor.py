@@ -24,16 +24,19 @@ def _run(instance, selection, tags=None):
         "tests.dagster.defs_module", "in_process_defs", working_directory=str(ROOT)
     )
     job = repo.get_reconstructable_job("__ASSET_JOB")
-    with dg.execute_job(job, instance=instance, asset_selection=selection,
-                        tags=tags or {}) as result:
+    with dg.execute_job(
+        job, instance=instance, asset_selection=selection, tags=tags or {}
+    ) as result:
         assert result.success
         return [e for e in result.all_events]
 
 
 def _range_tags():
     keys = defs_module.defs.further_compiled.asset_by_key[POWER].partitions.keys
-    return {"dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1]}
+    return {
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+    }
 
 
 def test_cached_steps_never_start(further_tmp_root, calls):
@@ -46,8 +49,11 @@ def test_cached_steps_never_start(further_tmp_root, calls):
         second = _run(instance, [SRC, POWER, SUMMARY], _range_tags())
         assert [e for e in second if e.event_type_value == "STEP_START"] == []
         assert calls.count() == 5
-        engine = [e for e in second if e.event_type_value == "ENGINE_EVENT"
-                  and "already stored" in (e.message or "")]
+        engine = [
+            e
+            for e in second
+            if e.event_type_value == "ENGINE_EVENT" and "already stored" in (e.message or "")
+        ]
         assert len(engine) == 1 and "3 step(s) already stored" in engine[0].message
         mats = [e for e in second if e.event_type_value == "ASSET_MATERIALIZATION"]
         # one per unpartitioned asset and one per partition of the swept asset

@@ -25,8 +25,14 @@ print(result.key)
 
 
 def _spawn(cell, env):
-    return subprocess.Popen([sys.executable, "-c", CALL, cell], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CALL, cell],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_racing_processes_compute_each_key_once(further_tmp_root, calls):
@@ -41,8 +47,9 @@ def test_racing_processes_compute_each_key_once(further_tmp_root, calls):
     assert not any("Traceback" in o[1] for o in outputs)
 
 
-def test_killed_in_make_is_recomputed_and_never_loaded_partially(further_tmp_root, calls,
-                                                                 monkeypatch):
+def test_killed_in_make_is_recomputed_and_never_loaded_partially(
+    further_tmp_root, calls, monkeypatch
+):
     monkeypatch.setenv("FURTHER_LEASE_SECS", "1.5")
     env = dict(os.environ)
     proc = _spawn("engine_demo.hang", env)

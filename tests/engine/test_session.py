@@ -51,8 +51,9 @@ def test_session_var_sweep_returns_one_result_per_point(further_session, calls):
 
 
 def test_cartesian_product_of_session_vars(further_session, calls):
-    results = further_session.call("engine_demo.scaled", factor=VAR([1.0, 2.0]),
-                                   params={"seed": VAR([0, 10])})
+    results = further_session.call(
+        "engine_demo.scaled", factor=VAR([1.0, 2.0]), params={"seed": VAR([0, 10])}
+    )
     assert len(results) == 4
     assert sorted(r.total for r in results) == [3.0, 6.0, 33.0, 66.0]
     assert calls.count("base") == 2 and calls.count("scaled") == 4
@@ -123,8 +124,9 @@ def test_in_parallel_false_forces_inline(further_tmp_root):
     session = Session(root=further_tmp_root, mode="LOCAL", progress=False)
     with pytest.raises(CellComputeError, match="BrokenBarrierError"):
         session.call("engine_optout.join")
-    state = session.store.read_state("engine_optout", "left",
-                                     session.plan("engine_optout.left").roots[0].key)
+    state = session.store.read_state(
+        "engine_optout", "left", session.plan("engine_optout.left").roots[0].key
+    )
     assert state is not None and state.status == "failed"
 
 
@@ -225,8 +227,7 @@ def test_extra_files_in_artifact_dir_are_committed(further_tmp_root):
 
 
 def test_local_processes_mode(further_tmp_root, calls):
-    session = Session(root=further_tmp_root, mode="LOCAL_PROCESSES", max_workers=2,
-                      progress=False)
+    session = Session(root=further_tmp_root, mode="LOCAL_PROCESSES", max_workers=2, progress=False)
     result = session.call("engine_demo.sweep")
     assert result.sizes == [1, 2, 3]
     import os
