@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import hashlib
-import math
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +24,51 @@ _ENCODING_VERSION = b"further-key-v1\x00"
 
 def _encode_str(tag: bytes, text: str) -> bytes:
     raw = text.encode("utf-8")
-    return tag + str(len(raw)).encode() + b":" + raw
+    return b"%s%d:%s" % (tag, len(raw), raw)
+
+
+_STR_CACHE: dict[str, bytes] = {}
+
+
+def _str(value: str) -> bytes:
+    # Field names and short labels repeat in every key; caching them halves encoding time.
+    found = _STR_CACHE.get(value)
+    if found is None:
+        found = _encode_str(b"s", value)
+        if len(value) <= 64 and len(_STR_CACHE) < 65536:
+            _STR_CACHE[value] = found
+    return found
+
+
+def _int(value: int) -> bytes:
+    return b"i%d;" % value
+
+
+def _float(value: float) -> bytes:
+    if value != value:  # NaN: one encoding for every NaN
+        return b"fnan;"
+    return b"f" + value.hex().encode() + b";"
+
+
+def _seq(value: list[Any] | tuple[Any, ...]) -> bytes:
+    return b"l%d[" % len(value) + b"".join(map(encode, value)) + b"]"
+
+
+def _mapping(value: Mapping[Any, Any]) -> bytes:
+    items = sorted([(encode(k), encode(v)) for k, v in value.items()])
+    return b"d%d{" % len(items) + b"".join([k + v for k, v in items]) + b"}"
+
+
+_EXACT: dict[type, Any] = {
+    type(None): lambda v: b"N",
+    bool: lambda v: b"T" if v else b"F",
+    int: _int,
+    float: _float,
+    str: _str,
+    list: _seq,
+    tuple: _seq,
+    dict: _mapping,
+}
 
 
 def encode(value: Any) -> bytes:
@@ -35,43 +78,32 @@ def encode(value: Any) -> bytes:
     paths and pydantic models; anything else is a TypeError, because a value without a stable
     encoding cannot be part of an identity.
     """
-    # bool first: it is a subclass of int.
-    if value is None:
-        return b"N"
-    if value is True:
-        return b"T"
-    if value is False:
-        return b"F"
+    fast = _EXACT.get(type(value))
+    if fast is not None:
+        return fast(value)  # type: ignore[no-any-return]
     kind = type(value)
-    if kind is int:
-        return b"i" + str(value).encode() + b";"
-    if kind is float:
-        if math.isnan(value):
-            return b"fnan;"
-        return b"f" + value.hex().encode() + b";"
-    if kind is str:
-        return _encode_str(b"s", value)
     if isinstance(value, enum.Enum):
         cls = type(value)
         return _encode_str(b"e", f"{cls.__module__}.{cls.__qualname__}") + encode(value.value)
-    if isinstance(value, int):  # int subclasses (not bool, handled above)
-        return b"i" + str(int(value)).encode() + b";"
+    if isinstance(value, bool):
+        return b"T" if value else b"F"
+    if isinstance(value, int):
+        return _int(int(value))
     if isinstance(value, float):
-        return encode(float(value))
+        return _float(float(value))
     if isinstance(value, str):
-        return encode(str(value))
+        return _str(str(value))
     if isinstance(value, (bytes, bytearray)):
-        return b"b" + str(len(value)).encode() + b":" + bytes(value)
+        return b"b%d:" % len(value) + bytes(value)
     if isinstance(value, (list, tuple)):
-        return b"l" + str(len(value)).encode() + b"[" + b"".join(map(encode, value)) + b"]"
+        return _seq(value)
     if isinstance(value, Mapping):
-        items = sorted((encode(k), encode(v)) for k, v in value.items())
-        return b"d" + str(len(items)).encode() + b"{" + b"".join(k + v for k, v in items) + b"}"
+        return _mapping(value)
     if isinstance(value, (set, frozenset)):
         parts = sorted(map(encode, value))
-        return b"S" + str(len(parts)).encode() + b"{" + b"".join(parts) + b"}"
+        return b"S%d{" % len(parts) + b"".join(parts) + b"}"
     if isinstance(value, BaseModel):
-        return b"m" + encode(dict(value))
+        return b"m" + _mapping(dict(value))
     if isinstance(value, _dt.datetime):
         return _encode_str(b"t", value.isoformat())
     if isinstance(value, _dt.date):

@@ -19,7 +19,7 @@ from typing import Any
 from further_dagster.core.cell import Cell
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.hashing import digest, encode
-from further_dagster.core.params import VAR, Opts, ProjectParams, Specs, build_model, expand
+from further_dagster.core.params import VAR, M, Opts, ProjectParams, Specs, build_model, expand
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -138,7 +138,10 @@ class Resolver:
     ) -> Instance:
         """The instance of `cell` given edge (or root) `values`; no VAR allowed here."""
         values = values or {}
-        cache_key = (cell, encode(dict(values)) + encode(dict(root_opts or {})))
+        if values or root_opts:
+            cache_key = (cell, encode(dict(values)) + encode(dict(root_opts or {})))
+        else:
+            cache_key = (cell, b"")
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
@@ -153,10 +156,10 @@ class Resolver:
         addressed = self.context.specs.get(cell.full_name)
         if addressed:
             merged.update(addressed)
-        specs = build_model(cell.Specs, merged, where=cell.full_name)
-        opts_values = dict(self.context.opts.get(cell.full_name, {}))
-        opts_values.update(root_opts or {})
-        opts = build_model(cell.Opts, opts_values, where=cell.full_name, what="Opts")
+        specs = _defaults(cell.Specs, cell.full_name, merged, "Specs")
+        addressed_opts = self.context.opts.get(cell.full_name)
+        opts_values = {**(addressed_opts or {}), **(root_opts or {})}
+        opts = _defaults(cell.Opts, cell.full_name, opts_values, "Opts")
 
         deps: dict[str, Instance | tuple[Instance, ...]] = {}
         targets = self.graph.targets[cell]
@@ -193,6 +196,18 @@ class Resolver:
 
 STRUCTURAL_RELEASE = "<release>"
 
+_DEFAULT_MODELS: dict[type[Any], Any] = {}
+
+
+def _defaults(model: type[M], where: str, values: Mapping[str, Any], what: str) -> M:
+    """Validate `values` into `model`; the all-defaults model (frozen) is built only once."""
+    if values:
+        return build_model(model, values, where=where, what=what)
+    found = _DEFAULT_MODELS.get(model)
+    if found is None:
+        found = _DEFAULT_MODELS[model] = build_model(model, {}, where=where, what=what)
+    return found  # type: ignore[no-any-return]
+
 
 def _flat(deps: Mapping[str, Instance | tuple[Instance, ...]]) -> Iterator[Instance]:
     for dep in deps.values():
@@ -220,7 +235,7 @@ def logic_key(
         "project": cell.project.name,
         "cell": cell.name,
         "logic_version": cell.logic_version,
-        "specs": dict(specs),
+        "specs": specs.__dict__,
         "deps": {
             edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple) else getattr(dep, attr)
             for edge, dep in deps.items()

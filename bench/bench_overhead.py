@@ -1,0 +1,144 @@
+"""Overheads of further_dagster, each against a baseline measured in the same process.
+
+    .venv/bin/python bench/bench_overhead.py            # all three parts
+    .venv/bin/python bench/bench_overhead.py --skip-cli # (a) and (b) only, a few seconds
+
+(a) a fully cached Session.call, per cell instance, for chains of 10, 100 and 1,000 trivial
+    cells; baseline: one os.stat of each instance's result directory (the floor: the store must
+    at least look). Target <= 20 us per cached instance.
+(b) the overhead per computed cell beyond make(): a first Session.call of the same chains,
+    minus the time spent inside make(); baseline: writing each result as one JSON file with an
+    atomic rename (the least a durable store does). Target <= 2 ms per computed cell.
+(c) `dagster asset materialize --select '*'` of a 100-cell chain (default multiprocess
+    executor): the first materialization against the fully cached second one. Target: the
+    cached run starts no step process and calls no make(), <= 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.chain_project import chain  # noqa: E402
+from further_dagster import Session  # noqa: E402
+
+MAKE_SECONDS = [0.0]
+
+
+def _timed_make(original):  # type: ignore[no-untyped-def]
+    def make(self):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return original(self)
+        finally:
+            MAKE_SECONDS[0] += time.perf_counter() - start
+
+    return make
+
+
+def bench_session(n: int, root: Path) -> dict[str, float]:
+    project = chain(n, name=f"bench_chain_{n}")
+    for cell in project.cells.values():
+        cell.make = _timed_make(cell.make)
+    top = f"{project.name}.c{n - 1:04d}"
+    session = Session(root=root, progress=False)
+
+    MAKE_SECONDS[0] = 0.0
+    start = time.perf_counter()
+    session.call(top)
+    first = time.perf_counter() - start
+    computed_overhead = (first - MAKE_SECONDS[0]) / n
+
+    repeats = max(3, 3000 // n)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        session.call(top)
+    cached = (time.perf_counter() - start) / repeats / n
+
+    plan = session.plan(top)
+    result_dirs = [
+        str(session.store.instance_dir(i.cell.project.name, i.cell.name, i.key) / "result")
+        for i in plan.instances
+    ]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for d in result_dirs:
+            os.stat(d)
+    stat_baseline = (time.perf_counter() - start) / repeats / n
+
+    out = Path(tempfile.mkdtemp(dir=root))
+    start = time.perf_counter()
+    for i in range(n):
+        tmp = out / f"{i}.tmp"
+        tmp.write_text(json.dumps({"value": i}))
+        os.rename(tmp, out / f"{i}.json")
+    write_baseline = (time.perf_counter() - start) / n
+    return {
+        "cached_us": cached * 1e6,
+        "stat_us": stat_baseline * 1e6,
+        "computed_ms": computed_overhead * 1e3,
+        "write_ms": write_baseline * 1e3,
+    }
+
+
+def bench_cli(n: int, root: Path) -> dict[str, float]:
+    home = root / "dagster_home"
+    home.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "FURTHER_ROOT": str(root / "store"),
+        "FURTHER_BENCH_CHAIN": str(n),
+    }
+    dagster = Path(sys.executable).parent / "dagster"
+    cmd = [str(dagster), "asset", "materialize", "-m", "bench.chain_project", "--select", "*"]
+    timings, starts = [], []
+    for _ in range(2):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        timings.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
+        starts.append((proc.stdout + proc.stderr).count(" - STEP_START - "))
+    return {"first_s": timings[0], "cached_s": timings[1], "first_steps": starts[0],
+            "cached_steps": starts[1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-cli", action="store_true", help="skip (c), which takes minutes")
+    parser.add_argument("--cli-cells", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print("(a) cached Session.call per instance, (b) overhead per computed cell\n")
+        print("| cells | (a) cached us/inst | stat baseline us | ratio | "
+              "(b) computed ms/cell | atomic-write baseline ms | ratio |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for n in (10, 100, 1000):
+            r = bench_session(n, root / f"s{n}")
+            print(f"| {n} | {r['cached_us']:.1f} | {r['stat_us']:.1f} | "
+                  f"{r['cached_us'] / r['stat_us']:.1f}x | {r['computed_ms']:.2f} | "
+                  f"{r['write_ms']:.3f} | {r['computed_ms'] / r['write_ms']:.1f}x |")
+        if not args.skip_cli:
+            n = args.cli_cells
+            c = bench_cli(n, root / "cli")
+            print(f"\n(c) `dagster asset materialize --select '*'`, chain of {n} cells\n")
+            print("| run | wall s | steps started | ratio to first |")
+            print("|---|---:|---:|---:|")
+            print(f"| first (computes) | {c['first_s']:.1f} | {c['first_steps']} | 1.00 |")
+            print(f"| second (all cached) | {c['cached_s']:.1f} | {c['cached_steps']} | "
+                  f"{c['cached_s'] / c['first_s']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The sbatch text submitit writes for a SlurmSpec, pinned by golden files.
+
+Regenerate after an intended change: FURTHER_UPDATE_GOLDEN=1 pytest tests/slurm/test_render.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from submitit.slurm.slurm import SlurmExecutor
+
+from further_dagster.slurm import SlurmSpec, make_executor, sbatch_text, slurm_parameters
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = Path(__file__).parent / "golden"
+FOLDER = "/shared/further/submitit"  # absolute and fake: the text must not depend on the machine
+
+CASES: dict[str, tuple[SlurmSpec, dict[str, Any]]] = {
+    "default": (SlurmSpec(), {}),
+    "gpu": (SlurmSpec(partition="gpu", gpus=2, cpus=4), {"job_name": "train"}),
+    "high_mem": (SlurmSpec(partition="high", mem_gb=2.5, time_min=15), {"job_name": "urgent"}),
+    "extra": (
+        SlurmSpec(extra={"qos": "low", "mail_type": "FAIL", "exclusive": "", "comment": "nightly"}),
+        {},
+    ),
+    "array": (SlurmSpec(cpus=2), {"array_size": 10, "job_name": "map"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sbatch_text_matches_golden(name: str) -> None:
+    spec, kwargs = CASES[name]
+    text = sbatch_text(spec, FOLDER, python="python", **kwargs)
+    path = GOLDEN / f"{name}.sbatch"
+    if os.environ.get("FURTHER_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing {path}: run with FURTHER_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{path} differs: FURTHER_UPDATE_GOLDEN=1 after review"
+
+
+def test_sbatch_text_is_deterministic() -> None:
+    spec = SlurmSpec(partition="gpu", gpus=1, extra={"qos": "low"})
+    assert sbatch_text(spec, FOLDER, python="python") == sbatch_text(spec, FOLDER, python="python")
+    assert "/tmp" not in sbatch_text(spec, FOLDER, python="python")
+
+
+def test_sbatch_text_defaults_to_this_interpreter() -> None:
+    import shlex
+    import sys
+
+    assert shlex.quote(sys.executable) in sbatch_text(SlurmSpec(), FOLDER)
+
+
+def test_array_size_must_be_an_array() -> None:
+    with pytest.raises(ValueError, match="array_size"):
+        sbatch_text(SlurmSpec(), FOLDER, array_size=1)
+
+
+@pytest.mark.skipif(shutil.which("srun") is None, reason="submitit's SlurmExecutor needs srun")
+@pytest.mark.parametrize("name", sorted(set(CASES) - {"array"}))
+def test_render_agrees_with_a_real_submitit_executor(name: str, tmp_path: Path) -> None:
+    """No cluster needed, only Slurm's commands: submitit's executor writes the same text."""
+    spec, kwargs = CASES[name]
+    job_name = kwargs.get("job_name", "submitit")
+    executor = make_executor(tmp_path, spec, job_name=job_name, python="python")
+    inner = cast(SlurmExecutor, executor._executor)
+    assert inner.parameters == slurm_parameters(spec, job_name)
+    written = inner._make_submission_file_text(inner._submitit_command_str, "uid")
+    assert written == sbatch_text(spec, tmp_path, job_name, python="python")
