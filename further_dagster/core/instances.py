@@ -35,6 +35,9 @@ class Instance:
     # The key with every resource release replaced by a placeholder: stable across releases,
     # so it can name things (partitions) that must not change when external data changes.
     skey: str = ""
+    # Releases of every resource instance under this one (itself included), by label; built
+    # once at resolution so provenance never walks the graph per instance.
+    upstream_releases: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -56,11 +59,7 @@ class Instance:
 
     def releases(self) -> dict[str, str]:
         """Releases of every resource instance this one rests on, itself included."""
-        found: dict[str, str] = {}
-        for inst in walk([self]):
-            if inst.release is not None:
-                found[inst.label] = inst.release
-        return found
+        return dict(self.upstream_releases)
 
     def __repr__(self) -> str:
         return f"Instance({self.label})"
@@ -188,13 +187,42 @@ class Resolver:
                     STRUCTURAL_RELEASE if cell.is_resource else None,
                     structural=True,
                 )  # type: ignore[arg-type]
-            inst = Instance(cell, specs, opts, deps, key, release, skey)  # type: ignore[arg-type]
+            inst = Instance(
+                cell,
+                specs,
+                opts,
+                deps,
+                key,
+                release,
+                skey,  # type: ignore[arg-type]
+                _collect_releases(deps, release, cell, key),
+            )
             self._by_key[key] = inst
         self._cache[cache_key] = inst
         return inst
 
 
 STRUCTURAL_RELEASE = "<release>"
+
+_NO_RELEASES: Mapping[str, str] = {}
+
+
+def _collect_releases(
+    deps: Mapping[str, Instance | tuple[Instance, ...]],
+    release: str | None,
+    cell: type[Cell],
+    key: str,
+) -> Mapping[str, str]:
+    found: dict[str, str] | None = None
+    for dep in _flat(deps):
+        if dep.upstream_releases:
+            found = found or {}
+            found.update(dep.upstream_releases)
+    if release is not None:
+        found = found or {}
+        found[f"{cell.full_name}@{key[:12]}"] = release
+    return found if found is not None else _NO_RELEASES
+
 
 _DEFAULT_MODELS: dict[type[Any], Any] = {}
 

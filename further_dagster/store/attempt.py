@@ -194,8 +194,8 @@ class Attempt:
             "finished_at": utcnow(),
             "duration_s": time.monotonic() - t0,
         }
-        write_record(layout.provenance_path(tmp), draft.model_copy(update=timings))
-        write_record(layout.manifest_path(tmp), Manifest(contributions=entries))
+        write_record(layout.provenance_path(tmp), draft.model_copy(update=timings), atomic=False)
+        write_record(layout.manifest_path(tmp), Manifest(contributions=entries), atomic=False)
         result = layout.result_dir(self.inst)
         try:
             os.rename(tmp, result)

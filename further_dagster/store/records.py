@@ -214,9 +214,18 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_record(path: Path, record: BaseModel) -> None:
-    """Serialise a record as indented JSON and write it atomically."""
-    write_atomic(path, record.model_dump_json(indent=2).encode("utf-8") + b"\n")
+def write_record(path: Path, record: BaseModel, *, atomic: bool = True) -> None:
+    """Serialise a record as indented JSON and write it atomically.
+
+    `atomic=False` is for files inside an uncommitted `result.tmp-*` directory, whose own
+    rename is the commit: a second rename per file there would only cost time.
+    """
+    data = record.model_dump_json(indent=2).encode("utf-8") + b"\n"
+    if atomic:
+        write_atomic(path, data)
+    else:
+        with open(path, "wb") as fh:
+            fh.write(data)
 
 
 def read_record(path: Path, model: type[R]) -> R:
