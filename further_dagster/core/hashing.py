@@ -121,4 +121,9 @@ def encode(value: Any) -> bytes:
 
 def digest(value: Any) -> str:
     """Hash `value`'s canonical encoding to a 32-character lowercase hex key."""
-    return hashlib.blake2b(_ENCODING_VERSION + encode(value), digest_size=16).hexdigest()
+    return digest_encoded(encode(value))
+
+
+def digest_encoded(encoded: bytes) -> str:
+    """The key of an already encoded value."""
+    return hashlib.blake2b(_ENCODING_VERSION + encoded, digest_size=16).hexdigest()

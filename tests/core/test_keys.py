@@ -118,3 +118,21 @@ def test_logic_key_ignores_release_policy_only_release_counts():
     assert logic_key(Source, specs, {}, "r1") == logic_key(Source, specs, {}, "r1")
     assert logic_key(Source, specs, {}, "r1") != logic_key(Source, specs, {}, "r2")
     assert logic_key(Source, specs, {}, None) != logic_key(Source, specs, {}, "r1")
+
+
+@pytest.mark.parametrize(
+    "values,release,libs",
+    [({}, None, ()), ({"n": 1, "scale": 0.5}, "r-2024", ()), ({}, "r", ("pydantic",))],
+)
+def test_fast_logic_key_encodes_exactly_the_payload_dict(values, release, libs, monkeypatch):
+    from further_dagster.core.instances import reference_logic_key
+
+    monkeypatch.setattr(Source, "track_libraries", libs)
+    inst = resolve(Source, values)
+    down = resolve(Double)
+    assert logic_key(Source, inst.specs, {}, release) == reference_logic_key(
+        Source, inst.specs, {}, release
+    )
+    assert logic_key(Double, down.specs, down.deps, None) == reference_logic_key(
+        Double, down.specs, down.deps, None
+    )
