@@ -15,6 +15,13 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Projects by name, so "project.cell" strings resolve without passing projects around.
 _PROJECTS: dict[str, Project] = {}
+# Bumped whenever a project or cell is (re)defined, so caches of resolved plans know to drop.
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """A counter that changes whenever any project or cell is defined or redefined."""
+    return _GENERATION[0]
 
 
 def check_identifier(kind: str, name: str, *, fix: str) -> str:
@@ -65,6 +72,7 @@ class Project:
                 f"{self._origin}); project names must be unique, rename one of them."
             )
         _PROJECTS[name] = self
+        _GENERATION[0] += 1
 
     @staticmethod
     def _caller_module() -> str:
@@ -88,6 +96,7 @@ class Project:
                 f"{cell.__module__}.{cell.__qualname__} another name= ."
             )
         self.cells[cell.name] = cell
+        _GENERATION[0] += 1
 
     def cell(self, name: str) -> type[Cell]:
         """The cell called `name` in this project."""

@@ -11,7 +11,7 @@ as non-input deps, so a step that runs never needs a dropped step's output.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -162,9 +162,6 @@ class SkipCachedExecutor(_compat.Executor):
                 step_key,
                 f"{asset_key.to_user_string()} already stored (cache hit)",
             )
-
-
-InnerFactory = Callable[[dict[str, Any]], _compat.Executor]
 
 
 def further_executor_def(
