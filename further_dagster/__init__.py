@@ -19,7 +19,14 @@ from further_dagster.core import (
     Project,
     ProjectParams,
     Req,
+    ResourceCell,
     Specs,
+    current,
+    date_range,
+    file_release,
+    latest,
+    present,
+    release,
 )
 from further_dagster.engine import Mode, Plan, RunReport, Session
 from further_dagster.store import ArtifactStore
@@ -41,12 +48,19 @@ __all__ = [
     "Project",
     "ProjectParams",
     "Req",
+    "ResourceCell",
     "RunReport",
     "Session",
     "Specs",
     "__version__",
     "build_definitions",
+    "current",
+    "date_range",
     "errors",
+    "file_release",
+    "latest",
+    "present",
+    "release",
 ]
 
 

@@ -4,11 +4,23 @@ Imports only the standard library and pydantic: no dagster, no submitit, no file
 """
 
 from further_dagster.core.cell import Cell, Contributions, Req
+from further_dagster.core.freshness import (
+    Freshness,
+    FreshnessOverrides,
+    current,
+    date_range,
+    latest,
+    normalize_freshness,
+    parse_freshness,
+    present,
+    release,
+)
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.hashing import digest, encode
 from further_dagster.core.instances import CallContext, Instance, Resolver, logic_key, walk
 from further_dagster.core.params import VAR, Opts, ProjectParams, Specs
 from further_dagster.core.project import Project, get_project, resolve_cell
+from further_dagster.core.resource import ResourceCell, file_release, structural_key
 
 __all__ = [
     "VAR",
@@ -16,17 +28,29 @@ __all__ = [
     "Cell",
     "Contributions",
     "DefinitionGraph",
+    "Freshness",
+    "FreshnessOverrides",
     "Instance",
     "Opts",
     "Project",
     "ProjectParams",
     "Req",
     "Resolver",
+    "ResourceCell",
     "Specs",
+    "current",
+    "date_range",
     "digest",
     "encode",
+    "file_release",
     "get_project",
+    "latest",
     "logic_key",
+    "normalize_freshness",
+    "parse_freshness",
+    "present",
+    "release",
     "resolve_cell",
+    "structural_key",
     "walk",
 ]

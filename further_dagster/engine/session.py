@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from further_dagster.core.cell import Cell, Contributions
+from further_dagster.core.freshness import normalize_freshness
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.instances import (
     CallContext,
@@ -23,6 +24,7 @@ from further_dagster.core.params import has_var
 from further_dagster.core.project import Project, all_projects, resolve_cell
 from further_dagster.engine.compute import is_stored, load
 from further_dagster.engine.modes import Mode, parse_mode
+from further_dagster.engine.releases import Clock, ReleaseResolver, Resolved
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.store import ArtifactStore
 
@@ -48,6 +50,7 @@ class Plan:
     instances: list[Instance]
     missing: list[Instance]
     swept: bool
+    releases: tuple[Resolved, ...] = ()
 
 
 class Session:
@@ -62,6 +65,8 @@ class Session:
         max_workers: pool size for LOCAL modes.
         progress: log progress lines to stderr (when logging is not configured).
         store: an ArtifactStore to use instead of `root`.
+        freshness: default freshness override for every call (see `call`).
+        clock: returns the current aware datetime, for freshness policies (default: UTC now).
     """
 
     def __init__(
@@ -72,8 +77,12 @@ class Session:
         max_workers: int | None = None,
         progress: bool = True,
         store: ArtifactStore | None = None,
+        freshness: Any = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store or ArtifactStore(root)
+        self.freshness = normalize_freshness(freshness, where="Session(freshness=...)")
+        self.clock: Callable[[], Any] | None = clock
         self.mode = parse_mode(mode, where="Session")
         self.max_workers = max_workers
         self._projects = list(projects)
@@ -104,11 +113,14 @@ class Session:
         params: Mapping[str, Any] | None = None,
         project_params: Mapping[str, Mapping[str, Any]] | None = None,
         opts: Mapping[str, Mapping[str, Any]] | None = None,
+        freshness: Any = None,
         **values: Any,
     ) -> Plan:
-        """Resolve a call without running it (same arguments as `call`)."""
+        """Resolve a call without running it (same arguments as `call`). Resource releases are
+        resolved here (get_release() is called as the freshness policies require)."""
         target = resolve_cell(cell)
         graph = self.graph_for(target)
+        releases = self._release_resolver(graph, freshness)
         all_params = {**(project_params or {})}
         if params:
             all_params[target.project.name] = {**all_params.get(target.project.name, {}), **params}
@@ -122,7 +134,7 @@ class Session:
                 params=combo["params"],
                 specs=combo["specs"],
                 opts=opts or {},
-                release_resolver=self._release_resolver(),
+                release_resolver=releases,
             )
             resolver = Resolver(graph, context)
             roots.append(
@@ -132,10 +144,23 @@ class Session:
             )
         instances = walk(roots)
         missing = [inst for inst in instances if not is_stored(self.store, inst)]
-        return Plan(roots=roots, instances=instances, missing=missing, swept=swept)
+        return Plan(
+            roots=roots,
+            instances=instances,
+            missing=missing,
+            swept=swept,
+            releases=tuple(releases.resolved.values()),
+        )
 
-    def _release_resolver(self) -> Any:
-        return None
+    def _release_resolver(self, graph: DefinitionGraph, freshness: Any) -> ReleaseResolver:
+        overrides = self.freshness
+        if freshness is not None:
+            given = normalize_freshness(freshness, where="freshness=")
+            given.check(graph.cells(), where="freshness=")
+            overrides = overrides.merged(given)
+        elif overrides:
+            overrides.check(graph.cells(), where="Session(freshness=...)")
+        return ReleaseResolver(self.store, overrides, clock=self.clock)
 
     def call(
         self,
@@ -146,6 +171,7 @@ class Session:
         project_params: Mapping[str, Mapping[str, Any]] | None = None,
         opts: Mapping[str, Mapping[str, Any]] | None = None,
         mode: str | Mode | None = None,
+        freshness: Any = None,
         **values: Any,
     ) -> Contributions | list[Contributions]:
         """Compute (or load) `cell` and return its contributions.
@@ -157,6 +183,11 @@ class Session:
             project_params: project params of other projects: {"project": {name: value}}.
             opts: addressed Opts: {"project.cell": {field: value}} (never part of any key).
             mode: execution mode for this call (default: the session's).
+            freshness: which release every resource cell reached by this call uses, overriding
+                the cells' own policies: a policy (`latest()`, `current(3600)`, `present()`,
+                `release(pin)`, `date_range(start, end)`) or its string form for every
+                resource, or {"project": policy, "project.cell": policy} (the most specific
+                wins). Never part of a key: only the resolved release is.
             **values: Specs of the called cell; a `VAR([...])` sweeps it.
 
         Returns:
@@ -165,7 +196,13 @@ class Session:
         """
         start = time.perf_counter()
         plan = self.plan(
-            cell, specs=specs, params=params, project_params=project_params, opts=opts, **values
+            cell,
+            specs=specs,
+            params=params,
+            project_params=project_params,
+            opts=opts,
+            freshness=freshness,
+            **values,
         )
         report = RunReport()
         report.cached = [i.key for i in plan.instances if i not in plan.missing]
@@ -192,6 +229,41 @@ class Session:
     def load(self, instance: Instance) -> Contributions:
         """Load a stored instance (e.g. one from `plan(...)`)."""
         return load(self.store, instance)
+
+    def releases(self, result: Contributions | Instance) -> dict[str, str]:
+        """The releases of the resource instances a stored result rests on, directly or through
+        its dependencies: {"project.cell@key12": release}, read from its provenance."""
+        if isinstance(result, Instance):
+            project, name, key = result.cell.project.name, result.cell.name, result.key
+        else:
+            project, _, name = result.cell.rpartition(".")
+            key = result.key
+        found = self.store.read_provenance(project, name, key).releases
+        return {label: str(release) for label, release in found.items()}
+
+    def observations(self, cell: str | type[Cell], **values: Any) -> list[dict[str, Any]]:
+        """The release history of a resource instance, oldest first: one dict per observation
+        with `release`, `observed_at`, `source` and `stored` (a result for it is stored)."""
+        from further_dagster.core.resource import structural_key
+
+        target = resolve_cell(cell)
+        if not target.is_resource:
+            raise TypeError(f"{target.full_name} is not a resource cell; it has no releases")
+        resolver = ReleaseResolver(self.store, clock=self.clock)
+        inst = Resolver(self.graph_for(target), CallContext(release_resolver=lambda c, s: "-"))
+        specs = inst.instance(target, values).specs
+        skey = structural_key(target, specs)
+        records = resolver.history.read(target.project.name, target.name, skey)
+        stored = resolver.history_of(target, specs, skey).stored
+        return [
+            {
+                "release": r.release,
+                "observed_at": r.observed_at,
+                "source": r.source,
+                "stored": r.release in stored,
+            }
+            for r in records
+        ]
 
 
 def _expand_session(values: Mapping[str, Any]) -> list[dict[str, Any]]:

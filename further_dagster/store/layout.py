@@ -12,6 +12,9 @@ change to one file. Nothing here touches the filesystem: callers stat, read and 
     result.tmp-<uuid>/              an attempt's result being written
     result/                         committed: one file per contribution + manifest.json +
                                     provenance.json
+<root>/.releases/<project>/<cell>/<skey>.jsonl
+                                    observed releases of one resource instance (skey = its
+                                    structural key, stable across releases), one JSON line each
 ```
 
 Names are validated before any path is built: a project, cell or contribution name must be a
@@ -39,6 +42,8 @@ RESULT_NAME = "result"
 RESULT_TMP_PREFIX = "result.tmp-"
 MANIFEST_NAME = "manifest.json"
 PROVENANCE_NAME = "provenance.json"
+RELEASES_DIR = ".releases"  # starts with a dot: no project (an identifier) can collide with it
+RELEASES_SUFFIX = ".jsonl"
 
 RESERVED_CONTRIBUTION_NAMES = frozenset({"manifest", "provenance"})
 """Contribution names that would collide with the record files inside `result/`.
@@ -198,3 +203,15 @@ def contribution_path(result: Path, file_name: str) -> Path:
     if not file_name or file_name != os.path.basename(file_name) or file_name in (".", ".."):
         raise StoreError(f"manifest file name {file_name!r} is not a plain file name in {result}")
     return result / file_name
+
+
+# --- resource release histories -------------------------------------------------------------
+
+
+def release_history_path(root: Path, project: str, cell: str, skey: str) -> Path:
+    """`<root>/.releases/<project>/<cell>/<skey>.jsonl`: the observed releases of one resource
+    instance, keyed by its structural key (the logic key without the release)."""
+    validate_name(project, "project")
+    validate_name(cell, "cell")
+    validate_key(skey)
+    return Path(root) / RELEASES_DIR / project / cell / f"{skey}{RELEASES_SUFFIX}"

@@ -172,6 +172,15 @@ class LeaseRecord(_Record):
     lease_s: float = Field(gt=0)
 
 
+class ReleaseObservation(_Record):
+    """One line of a resource instance's release history: what `get_release()` answered, when,
+    and who asked (`session`, `dagster` observation, `sensor`)."""
+
+    release: str = Field(min_length=1)
+    observed_at: AwareDatetime
+    source: str = "session"
+
+
 PROVENANCE_INPUT_FIELDS = (
     "project",
     "cell",
