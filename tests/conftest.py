@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 
@@ -17,3 +19,66 @@ def calls(tmp_path, monkeypatch):
             return len([c for c in self.read() if cell is None or c[0] == cell])
 
     return Calls()
+
+
+# --- Dagster instance on SQLite or PostgreSQL (the same tests run on both) -----------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """One throwaway PostgreSQL server for the session, with a template database that already
+    holds Dagster's schema (a fresh per-test database is then a fast copy)."""
+    import dagster as dg
+
+    from further_dagster.testing.postgres import PG_BIN_DIR, running_postgres
+
+    if not (PG_BIN_DIR / "initdb").exists():
+        pytest.skip(f"no PostgreSQL binaries in {PG_BIN_DIR} (set FURTHER_PG_BIN)")
+    with running_postgres(tmp_path_factory.mktemp("pg"), dbname="dagster_template") as pg:
+        overrides = {"storage": {"postgres": {"postgres_db": pg.dagster_storage_config()}}}
+        with dg.instance_for_test(overrides=overrides):
+            pass  # creates and migrates every table in the template
+        yield pg
+
+
+def _fresh_postgres_db(pg, name: str) -> dict:
+    import psycopg2  # type: ignore[import-untyped]
+
+    conn = psycopg2.connect(**{**pg.connect_kwargs(), "dbname": "postgres"})
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE dagster_template')
+    finally:
+        conn.close()
+    return {**pg.dagster_storage_config(), "db_name": name}
+
+
+_DB_COUNTER = [0]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def dagster_backend(request):
+    """ "sqlite" or "postgres": which instance storage `dagster_instance` uses."""
+    return request.param
+
+
+@pytest.fixture
+def dagster_instance_overrides(request, dagster_backend):
+    """dagster.yaml overrides for a fresh instance on the chosen backend (a fresh PostgreSQL
+    database per test); empty for SQLite."""
+    if dagster_backend == "sqlite":
+        return {}
+    pg = request.getfixturevalue("postgres_server")
+    _DB_COUNTER[0] += 1
+    db = _fresh_postgres_db(pg, f"t{os.getpid()}_{_DB_COUNTER[0]}")
+    return {"storage": {"postgres": {"postgres_db": db}}}
+
+
+@pytest.fixture
+def dagster_instance(dagster_instance_overrides):
+    """A persistent test instance (temporary DAGSTER_HOME) on SQLite or PostgreSQL storage."""
+    import dagster as dg
+
+    with dg.instance_for_test(overrides=dagster_instance_overrides or None) as instance:
+        yield instance

@@ -7,6 +7,7 @@ version it was written against (dagster 1.13.27).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,10 +27,47 @@ from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.handle import StepHandle
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode  # noqa: F401
+from dagster._core.execution.plan.objects import StepFailureData
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.retries import RetryMode  # noqa: F401
 from dagster._core.executor.base import Executor
+from dagster._core.executor.step_delegating import StepDelegatingExecutor
+from dagster._core.executor.step_delegating.step_handler.base import (
+    CheckStepHealthResult,
+    StepHandler,
+    StepHandlerContext,
+)
+from dagster._core.launcher import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
 from dagster._core.system_config.objects import ResolvedRunConfig
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._utils.error import SerializableErrorInfo
 
 __all__ = [
+    # slurm launcher / executor / modes (issue 4)
+    "CheckRunHealthResult",
+    "CheckStepHealthResult",
+    "ConfigurableClass",
+    "ConfigurableClassData",
+    "ExecuteRunArgs",
+    "LaunchRunContext",
+    "RunLauncher",
+    "StepDelegatingExecutor",
+    "StepHandler",
+    "StepHandlerContext",
+    "WorkerStatus",
+    "python_entry_point",
+    "run_worker_command",
+    "step_command",
+    "step_failure_event",
+    "step_retry_count",
+    "with_executor",
+    # projection, executors, resources
     "DagsterEvent",
     "DagsterEventType",
     "EngineEventData",
@@ -120,3 +158,65 @@ def _step_handle(step_key: str | None) -> StepHandle | None:
         return None
     handle = StepHandle.parse_from_key(step_key)
     return handle if isinstance(handle, StepHandle) else None
+
+
+# --- Slurm run launcher, Slurm step handler, mode executor --------------------------------
+
+
+def with_executor(
+    plan_context: PlanOrchestrationContext, executor: Executor
+) -> PlanOrchestrationContext:
+    """The same plan context, naming `executor` as the one executing it (dagster-dask checks)."""
+    return PlanOrchestrationContext(
+        plan_data=plan_context.plan_data,
+        log_manager=plan_context.log,
+        executor=executor,
+        output_capture=plan_context.output_capture,
+        resume_from_failure=plan_context.resume_from_failure,
+    )
+
+
+def run_worker_command(run: Any, instance: Any) -> list[str]:
+    """`dagster api execute_run <args>` for `run`, exiting non-zero when the run fails."""
+    args = ExecuteRunArgs(
+        job_origin=run.job_code_origin,
+        run_id=run.run_id,
+        instance_ref=instance.get_ref(),
+        set_exit_code_on_failure=True,
+    )
+    return python_entry_point(list(args.get_command_args()), run.job_code_origin)
+
+
+def python_entry_point(argv: list[str], origin: Any) -> list[str]:
+    """`dagster ...` as `<the code location's python> -m dagster ...`: a job's PATH may not
+    hold the virtualenv's `dagster` script, but the interpreter path is absolute."""
+    if argv and argv[0] == "dagster":
+        executable = getattr(origin, "executable_path", None) or sys.executable
+        return [executable, "-m", "dagster", *argv[1:]]
+    return argv
+
+
+def step_command(step_handler_context: StepHandlerContext) -> list[str]:
+    """`python -m dagster api execute_step <args>` for the step of this context."""
+    args = step_handler_context.execute_step_args
+    return python_entry_point(list(args.get_command_args()), args.job_origin)
+
+
+def step_retry_count(step_handler_context: StepHandlerContext, step_key: str) -> int:
+    """How many times the step was retried before this launch (0 on the first attempt)."""
+    known = step_handler_context.execute_step_args.known_state
+    if known is None:
+        return 0
+    return int(known.get_retry_state().get_attempt_count(step_key))
+
+
+def step_failure_event(
+    step_handler_context: StepHandlerContext, step_key: str, message: str, cls_name: str
+) -> DagsterEvent:
+    """Record a STEP_FAILURE for a step that could not be launched (e.g. sbatch refused it)."""
+    error = SerializableErrorInfo(message=message, stack=[], cls_name=cls_name)
+    return DagsterEvent.step_failure_event(
+        step_context=step_handler_context.get_step_context(step_key),
+        step_failure_data=StepFailureData(error=error, user_failure_data=None),
+        message=f'Step "{step_key}" was not launched: {message.splitlines()[0]}',
+    )

@@ -18,8 +18,9 @@ from further_dagster.core.instances import Instance, walk
 from further_dagster.dagster.projection import CellAsset
 from further_dagster.dagster.registry import TOKEN_TAG, Compiled, asset_key_for
 from further_dagster.dagster.resources import IO_MANAGER_KEY, FurtherStore, StoredCell
+from further_dagster.dagster.step_modes import step_mode, step_slurm_settings
 from further_dagster.engine.compute import is_stored
-from further_dagster.engine.modes import parse_mode
+from further_dagster.engine.modes import Mode
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.errors import FurtherError
 
@@ -85,8 +86,9 @@ def _materialize(
         run_missing(
             store,
             missing,
-            mode=parse_mode(further.mode),
+            mode=(mode := step_mode(context, further.mode)),
             max_workers=further.max_workers,
+            slurm=step_slurm_settings(context) if mode is Mode.SLURM else None,
             report=report,
         )
     except FurtherError as exc:

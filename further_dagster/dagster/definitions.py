@@ -11,7 +11,7 @@ from further_dagster.core.cell import Cell
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.project import Project
 from further_dagster.dagster.assets import build_cell_assets
-from further_dagster.dagster.executor import further_executor_def
+from further_dagster.dagster.modes import mode_executor_def
 from further_dagster.dagster.registry import Compiled
 from further_dagster.dagster.resources import (
     IO_MANAGER_KEY,
@@ -41,9 +41,11 @@ def build_definitions(
             requires, with default values. A VAR in these values sweeps: swept cells become
             partitioned assets.
         root: store root for steps and the IO manager (default: FURTHER_ROOT or ./.further).
-        mode: how a step computes several instances (a partition range): INLINE or LOCAL.
-        executor: the executor; default: Dagster's multiprocess executor that skips every step
-            whose instances are stored (see `further_executor_def`).
+        mode: the default execution mode (the ceiling of every run): INLINE, LOCAL,
+            LOCAL_PROCESSES, DASK or SLURM; a run picks another with the tag `further/mode` or
+            the executor config `mode` (see `further_dagster.dagster.modes`).
+        executor: the executor; default: `mode_executor_def(mode)`, which runs each run with
+            Dagster's executor for its mode and never starts a step whose instances are stored.
         single_run_backfills: give every asset BackfillPolicy.single_run(), so a sweep backfill
             is one run and `dagster asset materialize --partition-range a...b` works.
         assets, resources, **definitions_kwargs: passed on to `dagster.Definitions`.
@@ -58,9 +60,7 @@ def build_definitions(
     }
     all_resources.update(resources or {})
     if executor is None:
-        executor = further_executor_def()
-        if root is not None:
-            executor = executor.configured({"store_root": root})
+        executor = mode_executor_def(mode, store_root=root)
     defs = dg.Definitions(
         assets=[*cell_assets, *assets],
         resources=all_resources,

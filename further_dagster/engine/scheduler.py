@@ -12,12 +12,16 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from further_dagster.core.instances import Instance
 from further_dagster.engine.compute import ContributionCache, ensure
 from further_dagster.engine.modes import Mode, effective_mode
 from further_dagster.errors import CellComputeError, FurtherError
 from further_dagster.store import ArtifactStore, Outcome
+
+if TYPE_CHECKING:  # submitit is imported only when a SLURM instance runs
+    from further_dagster.engine.slurm_mode import SlurmPool, SlurmSettings
 
 log = logging.getLogger("further")
 
@@ -42,7 +46,7 @@ class RunReport:
         )
 
 
-def _pool(mode: Mode, workers: int) -> cf.Executor | None:
+def _pool(mode: Mode, workers: int, store: ArtifactStore) -> cf.Executor:
     if mode is Mode.LOCAL:
         return cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="further")
     if mode is Mode.LOCAL_PROCESSES:
@@ -51,7 +55,17 @@ def _pool(mode: Mode, workers: int) -> cf.Executor | None:
         return cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn")
         )
-    return None
+    if mode is Mode.DASK:
+        from further_dagster.engine.dask_mode import DaskPool
+
+        return DaskPool(store, workers)
+    raise FurtherError(f"no pool for mode {mode.value}")  # INLINE and SLURM never get here
+
+
+def _dask_ensure(store_root: str, inst: Instance) -> Outcome:
+    from further_dagster.engine.dask_mode import ensure_on_worker
+
+    return ensure_on_worker(store_root, inst)
 
 
 def _ensure_in_child(store_root: str, inst: Instance) -> Outcome:
@@ -66,8 +80,15 @@ def run_missing(
     max_workers: int | None = None,
     report: RunReport | None = None,
     on_done: Callable[[Instance, Outcome], None] | None = None,
+    slurm: SlurmSettings | None = None,
 ) -> RunReport:
-    """Compute `missing` (dependencies first). Raises the first CellComputeError at the end."""
+    """Compute `missing` (dependencies first). Raises the first CellComputeError at the end.
+
+    Per instance, the cell's effective mode under the ceiling `mode` decides where it runs:
+    INLINE here, LOCAL in threads, LOCAL_PROCESSES in spawned processes, DASK as Dask tasks
+    (engine/dask_mode.py), SLURM as Slurm job-array tasks, one array per wave of instances that
+    are ready together (engine/slurm_mode.py, configured by `slurm`).
+    """
     report = report or RunReport()
     if not missing:
         return report
@@ -88,6 +109,7 @@ def run_missing(
     }
     workers = max_workers or min(32, (os.cpu_count() or 1) + 2)
     pools: dict[Mode, cf.Executor] = {}
+    slurm_pool: SlurmPool | None = None
     cache = ContributionCache()
     ready = [k for k, deps in waiting_on.items() if not deps]
     running: dict[cf.Future[Outcome], str] = {}
@@ -125,6 +147,7 @@ def run_missing(
 
     try:
         while ready or running:
+            wave: list[str] = []  # SLURM instances ready together: one job array
             while ready:
                 key = ready.pop(0)
                 if key in report.blocked:
@@ -136,19 +159,27 @@ def run_missing(
                     except FurtherError as exc:
                         finish(key, None, exc)
                     continue
+                if inst_mode is Mode.SLURM:
+                    wave.append(key)
+                    continue
                 if inst_mode not in pools:
-                    pool = _pool(inst_mode, workers)
-                    if pool is None:
-                        raise FurtherError(
-                            f"mode {inst_mode.value} cannot run inside a Session; "
-                            "use Dagster (DASK/SLURM executors) for it"
-                        )
-                    pools[inst_mode] = pool
+                    pools[inst_mode] = _pool(inst_mode, workers, store)
                 if inst_mode is Mode.LOCAL_PROCESSES:
                     fut = pools[inst_mode].submit(_ensure_in_child, str(store.root), inst)
+                elif inst_mode is Mode.DASK:
+                    fut = pools[inst_mode].submit(_dask_ensure, str(store.root), inst)
                 else:
                     fut = pools[inst_mode].submit(ensure, store, inst, cache)
                 running[fut] = key
+            if wave:
+                if slurm_pool is None:
+                    from further_dagster.engine.slurm_mode import SlurmPool
+
+                    slurm_pool = SlurmPool(store, slurm)
+                    pools[Mode.SLURM] = slurm_pool
+                futures = slurm_pool.submit_many([todo[k] for k in wave])
+                for key, fut in zip(wave, futures, strict=True):
+                    running[fut] = key
             if not running:
                 break
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)

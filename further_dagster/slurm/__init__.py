@@ -2,7 +2,8 @@
 
 - `SlurmSpec` / `merge`: what a job asks for, layered launcher < executor config < cell.
 - `submitit_parameters` / `sbatch_text`: the pure translation to submitit and the sbatch text.
-- `make_executor`, `submit_with_fallbacks`, `submit_batch`, `slurm_state`, `cancel`: the cluster.
+- `make_executor`, `submit_with_fallbacks`, `submit_batch`, `slurm_state`, `task_states`,
+  `cancel`: the cluster.
 """
 
 from further_dagster.slurm.render import sbatch_text, slurm_parameters, submitit_parameters
@@ -14,6 +15,7 @@ from further_dagster.slurm.submit import (
     slurm_states,
     submit_batch,
     submit_with_fallbacks,
+    task_states,
 )
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "submit_batch",
     "submit_with_fallbacks",
     "submitit_parameters",
+    "task_states",
 ]

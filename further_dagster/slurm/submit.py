@@ -6,9 +6,12 @@ on PATH); for the project's test cluster: `eval "$(scripts/slurm-cluster env)"`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +29,7 @@ __all__ = [
     "slurm_states",
     "submit_batch",
     "submit_with_fallbacks",
+    "task_states",
 ]
 
 R = TypeVar("R")
@@ -154,7 +158,8 @@ def _submit_attempts(
     for attempt in spec.attempts():
         executor = make_executor(folder, attempt, job_name=job_name, python=python)
         try:
-            jobs = submit(executor)
+            with _outside_job_env():
+                jobs = submit(executor)
         except FailedJobError as exc:  # sbatch exited non-zero; the message is its stderr
             refusals.append((attempt, str(exc).strip() or repr(exc.__cause__)))
         except FailedSubmissionError as exc:  # sbatch's output named no job id
@@ -178,6 +183,33 @@ def _submit_attempts(
         "to `fallbacks`; `sinfo -o '%P %c %m %G %l'` shows what each partition offers."
     )
     raise SlurmSubmissionError("\n".join(lines))
+
+
+# Variables a job inherits from the job it was submitted from: Slurm sets them for the outer job,
+# and srun inside the new job would read them (e.g. SLURM_MEM_PER_CPU of the outer job clashes
+# with --mem of the new one). SLURM_CONF names the cluster and stays.
+_JOB_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SRUN_", "SUBMITIT_")
+_KEEP_ENV = frozenset({"SLURM_CONF"})
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _outside_job_env() -> Iterator[None]:
+    """Inside a Slurm job, hide the job's own SLURM_* variables while sbatch runs (as
+    `submitit.helpers.clean_env` does, but keeping SLURM_CONF); outside a job, do nothing."""
+    if "SLURM_JOB_ID" not in os.environ:
+        yield
+        return
+    with _ENV_LOCK:
+        hidden = {
+            name: os.environ.pop(name)
+            for name in list(os.environ)
+            if name.startswith(_JOB_ENV_PREFIXES) and name not in _KEEP_ENV
+        }
+        try:
+            yield
+        finally:
+            os.environ.update(hidden)
 
 
 def _describe(spec: SlurmSpec) -> str:
@@ -252,6 +284,35 @@ def _controller_states(job_id: str) -> dict[str, str]:
         jid, _, state = line.strip().partition("|")
         if jid and state:
             states[jid] = state
+    return states
+
+
+def task_states(job_ids: Iterable[str | int]) -> dict[str, str]:
+    """The state of many jobs and array tasks in one or two calls: JobID -> state.
+
+    Array tasks are listed one by one (`123_4`), pending ones included (`squeue -r`), from
+    slurmctld; ids it no longer holds (purged after MinJobAge) are asked of accounting. An id
+    neither knows is absent from the result.
+
+    Raises:
+        SlurmJobError: sacct failed.
+    """
+    ids = sorted({str(j) for j in job_ids})
+    if not ids:
+        return {}
+    done = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T"])
+    states: dict[str, str] = {}
+    if done.returncode == 0:
+        for line in done.stdout.splitlines():
+            jid, _, state = line.strip().partition("|")
+            if jid and state:
+                states[jid] = state
+    parents = {jid.split("_")[0] for jid in states}
+    missing = [j for j in ids if j.split("_")[0] not in parents]
+    if missing or done.returncode != 0:
+        for job_id in missing if done.returncode == 0 else ids:
+            for jid, state in slurm_states(job_id).items():
+                states.setdefault(jid, state)
     return states
 
 

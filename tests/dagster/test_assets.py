@@ -16,9 +16,8 @@ CONSUMER = dg.AssetKey(["dag_demo", "plain_consumer"])
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
+def instance(dagster_instance):
+    return dagster_instance  # SQLite and PostgreSQL storage (tests/conftest.py)
 
 
 @pytest.fixture

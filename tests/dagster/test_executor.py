@@ -1,5 +1,6 @@
 """The skip-cached executor: stored steps never start, and say so."""
 
+import contextlib
 from pathlib import Path
 
 import dagster as dg
@@ -39,8 +40,8 @@ def _range_tags():
     }
 
 
-def test_cached_steps_never_start(further_tmp_root, calls):
-    with dg.instance_for_test() as instance:
+def test_cached_steps_never_start(further_tmp_root, calls, dagster_instance):
+    with contextlib.nullcontext(dagster_instance) as instance:
         first = _run(instance, [SRC, POWER, SUMMARY], _range_tags())
         started = [e.step_key for e in first if e.event_type_value == "STEP_START"]
         assert sorted(started) == ["dag_demo__power", "dag_demo__src", "dag_demo__summary"]
@@ -65,10 +66,10 @@ def test_cached_steps_never_start(further_tmp_root, calls):
         assert instance.get_latest_materialization_event(SUMMARY) is not None
 
 
-def test_only_uncached_steps_run_even_below_a_cached_one(further_tmp_root, calls):
+def test_only_uncached_steps_run_even_below_a_cached_one(further_tmp_root, calls, dagster_instance):
     from further_dagster import Session
 
-    with dg.instance_for_test() as instance:
+    with contextlib.nullcontext(dagster_instance) as instance:
         Session(progress=False).call("dag_demo.src")  # a notebook stored src
         events = _run(instance, [SRC, POWER], _range_tags())
         started = [e.step_key for e in events if e.event_type_value == "STEP_START"]
