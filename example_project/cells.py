@@ -1,15 +1,33 @@
-"""A small regression study: synthetic data, polynomial features, a ridge-penalty sweep, a report.
+"""A small regression study: synthetic data, polynomial features, a ridge-penalty sweep, a report,
+and the instrument's noise floor measured from a data file in the repository.
 
 raw_data -> features -> split -> fit (alpha swept) -> report
-                              \\-> baseline -------/
+                   features, split -> baseline -> report
+measurements (resource cell over data/measurements.csv) -> calibration -> report
+
+Editing data/measurements.csv is a new release of `measurements`: only `calibration` and `report`
+are recomputed; the old results stay stored and addressable with `release(pin)`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from further_dagster import VAR, Cell, Project, ProjectParams, Req, Specs
+from further_dagster import (
+    VAR,
+    Cell,
+    Project,
+    ProjectParams,
+    Req,
+    ResourceCell,
+    Specs,
+    file_release,
+)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 class ExampleParams(ProjectParams):
@@ -137,19 +155,68 @@ class Baseline(Cell, project=example):
         return {"metrics": {"test_rmse": _rmse(y[test], np.full(len(test), mean))}}
 
 
-class Report(Cell, project=example):
-    """The penalty sweep against the baseline, and the best alpha."""
+class Measurements(ResourceCell, project=example):
+    """Repeated readings of a reference standard, as committed in data/measurements.csv."""
 
     logic_version = 1
-    req_cells = {"fits": Req("fit", alpha=VAR(ALPHAS)), "baseline": Req("baseline")}
+
+    class Specs(Specs):
+        file: str = "measurements.csv"
+
+    contributions = {"table": pd.DataFrame}
+
+    @classmethod
+    def get_release(cls, specs):
+        # A small file: hash its content, so touching it or checking it out again is not a new
+        # release. For large files use file_release(path), one stat (mtime and size).
+        return file_release(DATA_DIR / specs.file, content=True)
+
+    def make(self):
+        table = pd.read_csv(DATA_DIR / self.specs.file)
+        self.log.info("read %d readings (release %s)", len(table), self.release)
+        return {"table": table}
+
+
+class Calibration(Cell, project=example):
+    """The instrument's noise floor: the spread of repeated readings of the reference."""
+
+    logic_version = 1
+    req_cells = {"measurements": Req("measurements")}
+    contributions = {"noise_floor": float, "mean": float, "n": int}
+
+    def make(self):
+        readings = self.inputs["measurements"].table["reading"].to_numpy(dtype=float)
+        return {
+            "noise_floor": float(readings.std(ddof=1)),
+            "mean": float(readings.mean()),
+            "n": int(len(readings)),
+        }
+
+
+class Report(Cell, project=example):
+    """The penalty sweep against the baseline and the measured noise floor, and the best alpha."""
+
+    logic_version = 2
+    req_cells = {
+        "fits": Req("fit", alpha=VAR(ALPHAS)),
+        "baseline": Req("baseline"),
+        "calibration": Req("calibration"),
+    }
     contributions = {"table": pd.DataFrame, "best": dict}
 
     def make(self):
         rows = [fit.metrics for fit in self.inputs["fits"]]
         table = pd.DataFrame(rows).sort_values("alpha").reset_index(drop=True)
         table["beats_baseline"] = table["test_rmse"] < self.inputs["baseline"].metrics["test_rmse"]
+        noise_floor = self.inputs["calibration"].noise_floor
+        # a fit cannot meaningfully beat the noise of the instrument that measures the target
+        table["at_noise_floor"] = table["test_rmse"] <= 1.1 * noise_floor
         best = table.loc[table["test_rmse"].idxmin()]
         return {
             "table": table,
-            "best": {"alpha": float(best["alpha"]), "test_rmse": float(best["test_rmse"])},
+            "best": {
+                "alpha": float(best["alpha"]),
+                "test_rmse": float(best["test_rmse"]),
+                "noise_floor": noise_floor,
+            },
         }

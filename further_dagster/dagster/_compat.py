@@ -11,11 +11,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.executor_definition import (  # noqa: F401
     _core_in_process_executor_creation,
     _core_multiprocess_executor_creation,
     get_retries_config,
 )
+from dagster._core.definitions.observe import observe
 from dagster._core.events import (  # noqa: F401
     AssetObservationData,
     DagsterEvent,
@@ -49,6 +53,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster._utils.error import SerializableErrorInfo
 
 __all__ = [
+    "DATA_VERSION_TAG",
     # slurm launcher / executor / modes (issue 4)
     "CheckRunHealthResult",
     "CheckStepHealthResult",
@@ -76,7 +81,9 @@ __all__ = [
     "PlanOrchestrationContext",
     "RetryMode",
     "inner_executor",
+    "backfill_request",
     "log_run_event",
+    "observe",
     "step_asset_keys",
     "subset_context",
 ]
@@ -220,3 +227,16 @@ def step_failure_event(
         step_failure_data=StepFailureData(error=error, user_failure_data=None),
         message=f'Step "{step_key}" was not launched: {message.splitlines()[0]}',
     )
+
+
+def backfill_request(
+    asset_graph: Any, pairs: Sequence[tuple[Any, str | None]], tags: Mapping[str, str]
+) -> Any:
+    """A sensor RunRequest that launches a backfill of exactly these (asset key, partition key)
+    pairs (the way to request several partitions definitions at once)."""
+    import dagster as dg
+
+    subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(key, pk) for key, pk in pairs}, asset_graph
+    )
+    return dg.RunRequest.for_asset_graph_subset(subset, tags=dict(tags))

@@ -17,6 +17,7 @@ import dagster as dg
 from further_dagster.core.instances import Instance, walk
 from further_dagster.dagster.projection import CellAsset
 from further_dagster.dagster.registry import TOKEN_TAG, Compiled, asset_key_for
+from further_dagster.dagster.releases import resource_asset, run_freshness
 from further_dagster.dagster.resources import IO_MANAGER_KEY, FurtherStore, StoredCell
 from further_dagster.dagster.step_modes import step_mode, step_slurm_settings
 from further_dagster.engine.compute import is_stored
@@ -44,6 +45,8 @@ def _description(asset: CellAsset) -> str:
 def _partitions_defs(compiled: Compiled) -> dict[str, dg.StaticPartitionsDefinition]:
     defs: dict[str, dg.StaticPartitionsDefinition] = {}
     for asset in compiled.projection.assets.values():
+        if asset.cell.is_resource:
+            continue
         if asset.partitions is not None and asset.partitions.name not in defs:
             defs[asset.partitions.name] = dg.StaticPartitionsDefinition(asset.partitions.keys)
     return defs
@@ -69,17 +72,26 @@ def _materialize(
 ) -> dg.Output[StoredCell]:
     key = asset_key_for(asset.cell)
     pks = list(context.partition_keys) if asset.partitions is not None else None
-    by_partition = compiled.instances_for(key, pks)
+    try:
+        freshness = run_freshness(compiled, context.run.tags, further.freshness)
+        by_partition = compiled.instances_for(key, pks, freshness=freshness)
+    except FurtherError as exc:
+        raise dg.Failure(
+            description=str(exc), metadata={"further/cell": asset.cell.full_name}
+        ) from exc
     mine = [inst for insts in by_partition.values() for inst in insts]
     store = further.store()
     before = {inst.key: is_stored(store, inst) for inst in walk(mine)}
     missing = [inst for inst in walk(mine) if not before[inst.key]]
-    upstream_missing = [i for i in missing if i.cell is not asset.cell]
+    upstream_missing = [i for i in missing if i.cell is not asset.cell and not i.cell.is_resource]
     if upstream_missing:
         context.log.warning(
             f"{len(upstream_missing)} upstream instance(s) were not stored and are computed in "
             f"this step: {', '.join(i.label for i in upstream_missing[:5])}"
         )
+    for inst in missing:
+        if inst.cell.is_resource:
+            context.log.info(f"reading resource {inst.label} at release {inst.release}")
     report = RunReport()
     started = time.perf_counter()
     try:
@@ -208,14 +220,16 @@ def _slurm_json(spec: Any) -> Any:
     return dump(mode="json") if dump else spec
 
 
-def build_cell_assets(
-    compiled: Compiled, backfill_policy: dg.BackfillPolicy | None
-) -> list[dg.AssetsDefinition]:
+def build_cell_assets(compiled: Compiled, backfill_policy: dg.BackfillPolicy | None) -> list[Any]:
+    """One asset per cell: a materializable asset, or an observable source asset for a
+    resource cell."""
     defs = _partitions_defs(compiled)
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; the warning would repeat for every cell.
         warnings.simplefilter("ignore", dg.BetaWarning)
         return [
-            cell_asset(compiled, a, defs, backfill_policy)
+            resource_asset(compiled, a)
+            if a.cell.is_resource
+            else cell_asset(compiled, a, defs, backfill_policy)
             for a in compiled.projection.assets.values()
         ]

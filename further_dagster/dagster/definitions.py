@@ -8,17 +8,20 @@ from typing import Any
 import dagster as dg
 
 from further_dagster.core.cell import Cell
+from further_dagster.core.freshness import normalize_freshness
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.project import Project
 from further_dagster.dagster.assets import build_cell_assets
 from further_dagster.dagster.modes import mode_executor_def
 from further_dagster.dagster.registry import Compiled
+from further_dagster.dagster.releases import resolver_factory
 from further_dagster.dagster.resources import (
     IO_MANAGER_KEY,
     RESOURCE_KEY,
     FurtherIOManager,
     FurtherStore,
 )
+from further_dagster.dagster.sensor import SENSOR_NAME, release_sensor
 
 
 def build_definitions(
@@ -28,8 +31,11 @@ def build_definitions(
     mode: str = "LOCAL",
     executor: dg.ExecutorDefinition | None = None,
     single_run_backfills: bool = True,
+    freshness: Any = None,
+    release_sensor_interval: int | None = 30,
     assets: Sequence[Any] = (),
     resources: Mapping[str, Any] | None = None,
+    sensors: Sequence[Any] = (),
     **definitions_kwargs: Any,
 ) -> dg.Definitions:
     """Compile projects into Dagster definitions.
@@ -48,10 +54,33 @@ def build_definitions(
             Dagster's executor for its mode and never starts a step whose instances are stored.
         single_run_backfills: give every asset BackfillPolicy.single_run(), so a sweep backfill
             is one run and `dagster asset materialize --partition-range a...b` works.
-        assets, resources, **definitions_kwargs: passed on to `dagster.Definitions`.
+        freshness: the code location's freshness override for resource cells (a policy, its
+            string form, or {"project" | "project.cell": policy}); runs override it with run
+            config (`resources.further.config.freshness`) or the `further/freshness` tag.
+        release_sensor_interval: seconds between ticks of `further_release_sensor`, which
+            observes resource cells and materializes what a changed release reaches (shipped
+            RUNNING when there are resource cells); None leaves the sensor out.
+        assets, resources, sensors, **definitions_kwargs: passed on to `dagster.Definitions`.
+
+    Resource cells become observable source assets with key `[project, cell]`.
     """
     graph = DefinitionGraph(projects)
     compiled = Compiled(graph, [(c, dict(v)) for c, v in calls] if calls is not None else None)
+    overrides = normalize_freshness(freshness, where="build_definitions(freshness=...)")
+    overrides.check(graph.cells(), where="build_definitions(freshness=...)")
+    compiled.default_freshness = overrides
+    all_sensors = list(sensors)
+    if compiled.has_resources:
+        compiled.release_resolver_factory = resolver_factory(compiled, root)
+        if release_sensor_interval is not None:
+            all_sensors.append(
+                release_sensor(
+                    compiled,
+                    root=root,
+                    name=SENSOR_NAME,
+                    minimum_interval_seconds=release_sensor_interval,
+                )
+            )
     policy = dg.BackfillPolicy.single_run() if single_run_backfills else None
     cell_assets = build_cell_assets(compiled, policy)
     all_resources: dict[str, Any] = {
@@ -65,6 +94,7 @@ def build_definitions(
         assets=[*cell_assets, *assets],
         resources=all_resources,
         executor=executor,
+        sensors=all_sensors,
         **definitions_kwargs,
     )
     defs.further_compiled = compiled  # type: ignore[attr-defined]

@@ -19,7 +19,9 @@ import dagster as dg
 from further_dagster.dagster import _compat
 from further_dagster.dagster.assets import instance_metadata
 from further_dagster.dagster.registry import _BY_ASSET_KEY, TOKEN_TAG, Compiled, compiled_for
+from further_dagster.dagster.releases import configured_freshness, run_freshness
 from further_dagster.engine.compute import is_stored
+from further_dagster.errors import FurtherError
 from further_dagster.store import ArtifactStore
 
 RECORD_CHOICES = ("materialization", "observation", "none")
@@ -72,6 +74,7 @@ class SkipCachedExecutor(_compat.Executor):
         """Step key -> [(asset key, {partition key: instances})] for steps fully stored."""
         job_def = plan_context.reconstructable_job.get_definition()
         tags = dict(plan_context.dagster_run.tags)
+        configured = configured_freshness(plan_context.dagster_run.run_config)
         store = ArtifactStore(self.store_root)
         actual_cache: dict[int, Any] = {}
         cached: dict[str, list[tuple[dg.AssetKey, dict[str | None, list[Any]]]]] = {}
@@ -86,7 +89,12 @@ class SkipCachedExecutor(_compat.Executor):
                 compiled = compiled_for(asset_key, step_tags)
                 actual = actual_cache.get(id(compiled))
                 if actual is None:
-                    actual = actual_cache[id(compiled)] = compiled.actual_instances()
+                    try:
+                        freshness = run_freshness(compiled, tags, configured)
+                        actual = compiled.actual_instances(freshness)
+                    except FurtherError:
+                        break  # let the step run and fail with the message
+                    actual_cache[id(compiled)] = actual
                 pks = run_partition_keys(tags, compiled, asset_key)
                 by_pk = compiled.instances_for(asset_key, pks, actual)
                 insts = [i for group in by_pk.values() for i in group]

@@ -9,7 +9,8 @@ The rule:
 - a swept cell whose instances correspond one-to-one to the partitions of a swept dependent
   shares that dependent's partitions, so a sweep's cells line up partition by partition.
 Partition keys come from "structural" keys, which ignore resource releases: a new release
-changes logic keys, never partition keys.
+changes logic keys, never partition keys. A resource cell is never partitioned: it becomes one
+observable source asset whose observation covers all its instances.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class Projection:
             }
 
     def _asset_for(self, cell: type[Cell], insts: list[Instance]) -> CellAsset:
-        if len(insts) == 1:
+        if len(insts) == 1 or cell.is_resource:
+            # a resource cell is one (observable source) asset, however many instances it has
             return CellAsset(cell, None, {None: insts})
         for dependent in self.graph.dependents(cell):
             adopted = self._adopt(cell, insts, self.assets.get(dependent))

@@ -24,7 +24,9 @@ _BY_ASSET_KEY: dict[dg.AssetKey, Compiled] = {}
 _BY_TOKEN: dict[str, Compiled] = {}
 TOKEN_TAG = "further/compiled"
 
-ReleaseResolverFactory = Callable[[], Callable[[type[Cell], Any], str]]
+ReleaseResolver = Callable[[type[Cell], Any], str]
+# freshness overrides of a run (None: the code location's defaults) -> a release resolver
+ReleaseResolverFactory = Callable[[Any], ReleaseResolver]
 
 
 def asset_key_for(cell: type[Cell]) -> dg.AssetKey:
@@ -46,8 +48,10 @@ class Compiled:
             asset_key_for(cell): asset for cell, asset in self.projection.assets.items()
         }
         self.has_resources = any(c.is_resource for c in self.projection.assets)
-        # Set by the resources layer (issue: resource cells) to resolve real releases.
+        # Set by build_definitions when there are resource cells: resolves real releases.
         self.release_resolver_factory: ReleaseResolverFactory | None = None
+        # The code location's freshness overrides (a FreshnessOverrides; runs may override).
+        self.default_freshness: Any = None
         self.token = digest(
             {
                 "cells": sorted(c.full_name for c in graph.order),
@@ -60,15 +64,20 @@ class Compiled:
         for key in self.asset_by_key:
             _BY_ASSET_KEY[key] = self
 
-    def actual_instances(self) -> dict[str, Instance]:
-        """Structural key -> the instance with the releases of now. Without resource cells the
+    def actual_instances(
+        self, freshness: Any = None, *, resolver: ReleaseResolver | None = None
+    ) -> dict[str, Instance]:
+        """Structural key -> the instance with the releases of now (under the run's `freshness`
+        overrides, or with `resolver`), dependencies first. Without resource cells the
         projection's instances are already the real ones."""
-        if not self.has_resources or self.release_resolver_factory is None:
+        if not self.has_resources or (resolver is None and self.release_resolver_factory is None):
             return {inst.skey: inst for inst in self.projection.instances}
-        context = CallContext(release_resolver=self.release_resolver_factory())
-        resolver = Resolver(self.graph, context)
+        if resolver is None:
+            assert self.release_resolver_factory is not None
+            resolver = self.release_resolver_factory(freshness)
+        graph_resolver = Resolver(self.graph, CallContext(release_resolver=resolver))
         roots = self.roots or [(c, {}) for c in self.graph.top_cells()]
-        insts = walk([resolver.instance(c, v) for c, v in roots])
+        insts = walk([graph_resolver.instance(c, v) for c, v in roots])
         return {inst.skey: inst for inst in insts}
 
     def instances_for(
@@ -76,10 +85,11 @@ class Compiled:
         asset_key: dg.AssetKey,
         partition_keys: Sequence[str] | None,
         actual: dict[str, Instance] | None = None,
+        freshness: Any = None,
     ) -> dict[str | None, list[Instance]]:
         """Partition key (None when unpartitioned) -> actual instances of that partition."""
         asset = self.asset_by_key[asset_key]
-        actual = actual if actual is not None else self.actual_instances()
+        actual = actual if actual is not None else self.actual_instances(freshness)
         if asset.partitions is None:
             return {None: [actual[i.skey] for i in asset.instances[None]]}
         keys = partition_keys if partition_keys is not None else asset.partitions.keys

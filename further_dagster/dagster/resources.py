@@ -27,6 +27,8 @@ class FurtherStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         root: store root; default env FURTHER_ROOT, else `.further` beside pyproject.toml.
         mode: how a step runs several instances (a sweep range): INLINE or LOCAL (threads).
         max_workers: threads for LOCAL.
+        freshness: call-time freshness override of resource cells (run config); the run tag
+            `further/freshness` wins over it.
     """
 
     root: str | None = Field(
@@ -34,6 +36,14 @@ class FurtherStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     )
     mode: str = Field(default="LOCAL", description="INLINE or LOCAL for the instances of one step")
     max_workers: int | None = Field(default=None, description="Threads for LOCAL mode")
+    freshness: str | None = Field(
+        default=None,
+        description=(
+            "Freshness of resource cells for this run: latest, current:<seconds>, present, "
+            "release:<pin>, date_range:<iso>..<iso>, or a JSON object "
+            '{"project" | "project.cell": policy}. Default: the cells\' own policies.'
+        ),
+    )
 
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.root)
@@ -77,10 +87,19 @@ class FurtherIOManager(dg.ConfigurableIOManager):
             tags = dict(upstream.definition_metadata or {}) if upstream is not None else None
         except dg.DagsterInvariantViolationError:
             tags = None
+        from further_dagster.dagster.releases import configured_freshness, run_freshness
+
         compiled = compiled_for(asset_key, tags)
         store = ArtifactStore(self.root)
         asset = compiled.asset_by_key[asset_key]
-        actual = compiled.actual_instances()
+        freshness = None
+        if compiled.has_resources:
+            try:
+                run = context.step_context.dagster_run
+                freshness = run_freshness(compiled, run.tags, configured_freshness(run.run_config))
+            except dg.DagsterInvariantViolationError:
+                freshness = None
+        actual = compiled.actual_instances(freshness)
         if asset.partitions is None:
             (inst,) = asset.instances[None]
             return load(store, actual[inst.skey])

@@ -1,0 +1,239 @@
+"""The release sensor: re-materialize exactly what a changed release reaches.
+
+Every tick observes each resource instance (get_release(), recorded in the store's history and,
+when it changed, reported to Dagster as an observation with the new data version), resolves the
+releases the cells' freshness policies choose, and compares them with the sensor's cursor. For a
+release that changed, it requests the downstream instances that release reaches whose logic keys
+are not stored — a release that reaches only stored results (a flip back to an older release)
+requests nothing — and an unchanged re-observation requests nothing at all.
+
+Requests: one run over the affected assets; when partitioned assets are affected, the run covers
+their partitions (one partition key, or a partition range tagged with the exact keys); when
+affected assets use several partitions definitions, one backfill of exactly the affected
+(asset, partition) pairs. The sensor ships with `default_status=RUNNING`, so it runs whenever the
+daemon does.
+"""
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from further_dagster.core.hashing import digest
+from further_dagster.core.instances import Instance
+from further_dagster.dagster import _compat
+from further_dagster.dagster.registry import Compiled, asset_key_for
+from further_dagster.dagster.releases import data_version_of, observation_metadata
+from further_dagster.engine.compute import is_stored
+from further_dagster.engine.releases import Clock, ReleaseResolver
+from further_dagster.store import ArtifactStore
+
+log = logging.getLogger("further")
+
+SENSOR_NAME = "further_release_sensor"
+TRIGGER_TAG = "further/trigger"
+RELEASES_TAG = "further/releases"
+PARTITIONS_TAG = "further/partitions"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+MAX_TAG_CHARS = 4000
+
+
+def downstream_targets(compiled: Compiled) -> list[dg.AssetKey]:
+    """Cell assets with a resource cell upstream (transitively): what the sensor may request."""
+    graph = compiled.graph
+    reached: set[Any] = set()
+    for cell in graph.order:  # dependencies first
+        ups = set(graph.targets[cell].values())
+        if any(u.is_resource or u in reached for u in ups):
+            reached.add(cell)
+    assets = compiled.projection.assets
+    return [asset_key_for(c) for c in graph.order if c in reached and c in assets]
+
+
+def _reached(actual: Mapping[str, Instance], changed: set[str]) -> list[Instance]:
+    """Instances (dependencies first) that rest on a changed resource instance."""
+    hit = set(changed)
+    out: list[Instance] = []
+    for skey, inst in actual.items():
+        if skey in hit:
+            continue
+        if any(d.skey in hit for d in inst.dep_instances()):
+            hit.add(skey)
+            out.append(inst)
+    return out
+
+
+def evaluate_releases(
+    compiled: Compiled,
+    store: ArtifactStore,
+    cursor: str | None,
+    *,
+    asset_graph: Any = None,
+    clock: Clock | None = None,
+) -> dg.SensorResult:
+    """One tick of the release sensor (pure Dagster values in, a SensorResult out)."""
+    previous = json.loads(cursor) if cursor else {}
+    prev_chosen: dict[str, str] = previous.get("releases", {})
+    prev_observed: dict[str, str] = previous.get("observed", {})
+    resolver = ReleaseResolver(
+        store, compiled.default_freshness, clock=clock, source="sensor", always_observe=True
+    )
+    actual = compiled.actual_instances(resolver=resolver)
+    resources = [i for i in actual.values() if i.cell.is_resource]
+    chosen = {i.skey: i.release or "" for i in resources}
+    observed = dict(resolver.observed)
+    new_cursor = json.dumps({"releases": chosen, "observed": observed}, sort_keys=True)
+    events = _observations(compiled, store, resources, observed, prev_observed)
+    changed = {skey for skey, rel in chosen.items() if prev_chosen.get(skey) != rel}
+    if not changed:
+        return dg.SensorResult(
+            skip_reason="no release changed", cursor=new_cursor, asset_events=events
+        )
+    todo = [
+        i for i in _reached(actual, changed) if not i.cell.is_resource and not is_stored(store, i)
+    ]
+    labels = {
+        f"{i.cell.full_name}@{i.skey[:8]}": i.release or "" for i in resources if i.skey in changed
+    }
+    if not todo:
+        return dg.SensorResult(
+            skip_reason=f"release changed ({_short(labels)}) but every instance it reaches is "
+            "stored",
+            cursor=new_cursor,
+            asset_events=events,
+        )
+    request = _request(compiled, todo, labels, previous, asset_graph)
+    return dg.SensorResult(run_requests=[request], cursor=new_cursor, asset_events=events)
+
+
+def _short(labels: Mapping[str, str]) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in labels.items())
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def _observations(
+    compiled: Compiled,
+    store: ArtifactStore,
+    resources: list[Instance],
+    observed: Mapping[str, str],
+    prev_observed: Mapping[str, str],
+) -> list[dg.AssetObservation]:
+    """An observation (with the data version) for each resource asset whose release changed."""
+    events = []
+    for cell, asset in compiled.projection.assets.items():
+        if not cell.is_resource:
+            continue
+        skeys = [i.skey for i in asset.instances[None]]
+        if not any(s in observed for s in skeys):
+            continue
+        if all(observed.get(s) == prev_observed.get(s) for s in skeys):
+            continue
+        releases = {s: observed[s] for s in skeys if s in observed}
+        events.append(
+            dg.AssetObservation(
+                asset_key=asset_key_for(cell),
+                metadata=observation_metadata(store, asset, releases),
+                tags={_compat.DATA_VERSION_TAG: data_version_of(releases)},
+            )
+        )
+    return events
+
+
+def _request(
+    compiled: Compiled,
+    todo: list[Instance],
+    labels: Mapping[str, str],
+    previous: Mapping[str, Any],
+    asset_graph: Any,
+) -> dg.RunRequest:
+    where: dict[str, tuple[dg.AssetKey, str | None, str | None]] = {}
+    for cell, asset in compiled.projection.assets.items():
+        name = asset.partitions.name if asset.partitions is not None else None
+        for pk, insts in asset.instances.items():
+            for i in insts:
+                where[i.skey] = (asset_key_for(cell), pk, name)
+    pairs = sorted({where[i.skey][:2] for i in todo}, key=lambda p: (p[0].path, p[1] or ""))
+    order = {asset_key_for(c): n for n, c in enumerate(compiled.graph.order)}
+    selection = sorted({k for k, _ in pairs}, key=lambda k: order[k])
+    sets: dict[str, set[str]] = {}
+    for i in todo:
+        _, pk, name = where[i.skey]
+        if name is not None and pk is not None:
+            sets.setdefault(name, set()).add(pk)
+    tags = {
+        TRIGGER_TAG: SENSOR_NAME,
+        RELEASES_TAG: json.dumps(labels, sort_keys=True)[:MAX_TAG_CHARS],
+    }
+    run_key = (
+        "releases-"
+        + digest(
+            {
+                "pairs": [[k.to_user_string(), pk or ""] for k, pk in pairs],
+                "releases": dict(labels),
+                "previous": dict(previous.get("releases", {})),
+            }
+        )[:20]
+    )
+    if len(sets) > 1:
+        if asset_graph is None:
+            raise dg.DagsterInvariantViolationError(
+                "the release sensor needs the asset graph to request several partitions "
+                "definitions at once"
+            )
+        return _compat.backfill_request(asset_graph, pairs, tags)
+    if not sets:
+        return dg.RunRequest(run_key=run_key, asset_selection=selection, tags=tags)
+    ((name, keys),) = sets.items()
+    all_keys = next(
+        a.partitions.keys
+        for a in compiled.projection.assets.values()
+        if a.partitions is not None and a.partitions.name == name
+    )
+    ordered = [k for k in all_keys if k in keys]
+    tags[PARTITIONS_TAG] = ",".join(ordered)[:MAX_TAG_CHARS]
+    if len(ordered) == 1:
+        return dg.RunRequest(
+            run_key=run_key, asset_selection=selection, partition_key=ordered[0], tags=tags
+        )
+    tags[RANGE_START_TAG], tags[RANGE_END_TAG] = ordered[0], ordered[-1]
+    return dg.RunRequest(run_key=run_key, asset_selection=selection, tags=tags)
+
+
+def release_sensor(
+    compiled: Compiled,
+    *,
+    root: str | None = None,
+    name: str = SENSOR_NAME,
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """The sensor that observes resource cells and re-materializes what a new release reaches."""
+    targets = downstream_targets(compiled)
+
+    @dg.sensor(
+        name=name,
+        asset_selection=dg.AssetSelection.assets(*targets),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            "Observes every further_dagster resource cell (get_release()) and, when a release "
+            "changes, materializes exactly the downstream instances it reaches that are not "
+            "stored yet. An unchanged release requests nothing."
+        ),
+    )
+    def _release_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        repo = getattr(context, "repository_def", None)
+        return evaluate_releases(
+            compiled,
+            ArtifactStore(root),
+            context.cursor,
+            asset_graph=repo.asset_graph if repo is not None else None,
+        )
+
+    return _release_sensor
+
+
+__all__ = ["SENSOR_NAME", "downstream_targets", "evaluate_releases", "release_sensor"]

@@ -1,0 +1,282 @@
+"""Resource cells in Dagster: observable source assets, run freshness, and the release sensor."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from further_dagster import ArtifactStore, Session
+from further_dagster.dagster import _compat
+from further_dagster.dagster.sensor import SENSOR_NAME
+from tests.dagster import resource_defs
+from tests.dagster.resource_defs import DATA, RELEASES
+
+pytestmark = pytest.mark.dagster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FEED = dg.AssetKey(["dag_res", "feed"])
+SCALED = dg.AssetKey(["dag_res", "scaled"])
+SUMMARY = dg.AssetKey(["dag_res", "summary"])
+SHIFTED = dg.AssetKey(["dag_res", "shifted"])
+SIDE = dg.AssetKey(["dag_res", "side"])
+STATIC = dg.AssetKey(["dag_res", "static"])
+REPORT = dg.AssetKey(["dag_res", "report"])
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+@pytest.fixture(autouse=True)
+def _external_state(further_tmp_root):
+    saved = dict(RELEASES), dict(DATA)
+    yield
+    RELEASES.clear()
+    RELEASES.update(saved[0])
+    DATA.clear()
+    DATA.update(saved[1])
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _skip(result):
+    return result.skip_reason.skip_message if result.skip_reason else None
+
+
+def _partitions(defs, key):
+    return defs.further_compiled.asset_by_key[key].partitions.keys
+
+
+class Ticker:
+    """Evaluates the shipped sensor the way the daemon does, carrying its cursor."""
+
+    def __init__(self, defs, instance):
+        self.defs, self.instance, self.cursor = defs, instance, None
+
+    def tick(self):
+        sensor = self.defs.resolve_sensor_def(SENSOR_NAME)
+        context = dg.build_sensor_context(
+            instance=self.instance, definitions=self.defs, cursor=self.cursor
+        )
+        result = sensor(context)
+        self.cursor = result.cursor
+        return result
+
+
+def test_a_resource_cell_is_an_observable_source_with_lineage_and_a_running_sensor():
+    defs = resource_defs.defs
+    graph = defs.resolve_asset_graph()
+    feed = graph.get(FEED)
+    assert feed.is_observable and not feed.is_materializable
+    assert feed.partitions_def is None and feed.group_name == "dag_res"
+    assert FEED in graph.get(SCALED).parent_keys and FEED in graph.get(SIDE).parent_keys
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    targets = sensor.asset_selection.resolve(graph)
+    assert targets == {SCALED, SUMMARY, SHIFTED, SIDE, REPORT}  # not static, not the feed
+
+
+def test_observing_records_the_release_as_data_version_and_in_the_history(instance):
+    defs = resource_defs.defs
+    feed_asset = next(a for a in defs.assets if getattr(a, "key", None) == FEED)
+    result = _compat.observe([feed_asset], instance=instance, resources=defs.resources)
+    assert result.success
+    record = instance.fetch_observations(FEED, limit=1).records[0].asset_observation
+    meta = record.metadata
+    assert meta["further/releases"].value == {
+        "dag_res.feed(name='a')": "r1",
+        "dag_res.feed(name='b')": "r1",
+    }
+    assert meta["further/stored"].value is False
+    version = record.tags["dagster/data_version"]
+    assert version.startswith("releases:")
+    observed = Session(progress=False).observations("dag_res.feed")
+    assert [(o["release"], o["source"]) for o in observed] == [("r1", "dagster")]
+
+    RELEASES["b"] = "r2"
+    _compat.observe([feed_asset], instance=instance, resources=defs.resources)
+    again = instance.fetch_observations(FEED, limit=1).records[0].asset_observation
+    assert again.tags["dagster/data_version"] != version
+
+
+def test_a_single_instance_resource_reports_its_release_as_the_data_version(instance):
+    defs = resource_defs.summary_defs  # only feed(name=a) under summary
+    result = Ticker(defs, instance).tick()
+    (event,) = result.asset_events
+    assert event.asset_key == FEED and event.tags["dagster/data_version"] == "r1"
+
+
+def test_sensor_requests_exactly_what_a_changed_release_reaches(instance, calls):
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")  # everything stored at r1
+    ticker = Ticker(defs, instance)
+
+    first = ticker.tick()  # first sight of r1: it reaches only stored results
+    assert first.run_requests == [] and "every instance it reaches is stored" in _skip(first)
+    unchanged = ticker.tick()
+    assert unchanged.run_requests == [] and _skip(unchanged) == "no release changed"
+    assert unchanged.asset_events == []  # nothing new to report either
+
+    RELEASES["a"] = "r2"
+    changed = ticker.tick()
+    (request,) = changed.run_requests
+    keys = _partitions(defs, SCALED)
+    assert request.asset_selection == [SCALED, SUMMARY]
+    assert request.tags[RANGE_START] == keys[0] and request.tags[RANGE_END] == keys[-1]
+    assert request.tags["further/partitions"] == ",".join(keys)
+    assert request.run_key and "r2" in request.tags["further/releases"]
+    (event,) = changed.asset_events
+    assert event.tags["dagster/data_version"] == "r2"
+
+    # re-observing the same release (the run has not even happened yet) requests nothing
+    assert ticker.tick().run_requests == []
+
+
+def test_sensor_requests_only_partitions_not_stored(instance):
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")
+    ticker = Ticker(defs, instance)
+    ticker.tick()
+    RELEASES["a"] = "r2"
+    # a notebook already computed the middle partition with the new release
+    Session(progress=False).call("dag_res.scaled", factor=2)
+    (request,) = ticker.tick().run_requests
+    keys = _partitions(defs, SCALED)
+    assert request.tags["further/partitions"] == f"{keys[0]},{keys[2]}"
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (keys[0], keys[2])
+
+    RELEASES["a"] = "r1"  # back to a release whose results are all stored
+    back = ticker.tick()
+    assert back.run_requests == [] and "every instance it reaches is stored" in _skip(back)
+
+
+def test_a_release_reaching_one_unpartitioned_branch_requests_only_it(instance):
+    defs = resource_defs.defs
+    Session(progress=False).call("dag_res.report")
+    ticker = Ticker(defs, instance)
+    assert ticker.tick().run_requests == []
+    RELEASES["b"] = "r2"
+    (request,) = ticker.tick().run_requests
+    assert request.asset_selection == [SIDE, REPORT]
+    assert request.partition_key is None and RANGE_START not in request.tags
+    assert ticker.tick().run_requests == []
+
+
+def test_a_release_reaching_two_partitions_definitions_requests_one_backfill(instance):
+    defs = resource_defs.defs
+    Session(progress=False).call("dag_res.report")
+    ticker = Ticker(defs, instance)
+    ticker.tick()
+    RELEASES["a"] = "r3"
+    (request,) = ticker.tick().run_requests
+    assert request.requires_backfill_daemon()
+    pairs = {
+        (p.asset_key, p.partition_key)
+        for p in request.asset_graph_subset.iterate_asset_partitions()
+    }
+    expected = {(SCALED, k) for k in _partitions(defs, SCALED)}
+    expected |= {(SHIFTED, k) for k in _partitions(defs, SHIFTED)}
+    expected |= {(SUMMARY, None), (REPORT, None)}
+    assert pairs == expected  # not side, static or the feed
+
+
+def _run(instance, attribute, selection, tags):
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repo = ReconstructableRepository.for_module(
+        "tests.dagster.resource_defs", attribute, working_directory=str(ROOT)
+    )
+    job = repo.get_reconstructable_job("__ASSET_JOB")
+    with dg.execute_job(job, instance=instance, asset_selection=selection, tags=tags) as result:
+        assert result.success
+        return [e for e in result.all_events]
+
+
+def test_the_requested_run_recomputes_exactly_the_new_instances(instance, calls):
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")
+    ticker = Ticker(defs, instance)
+    ticker.tick()
+    RELEASES["a"] = "r2"
+    (request,) = ticker.tick().run_requests
+    before = calls.count()
+    events = _run(instance, "summary_defs", request.asset_selection, dict(request.tags))
+    started = sorted(e.step_key for e in events if e.event_type_value == "STEP_START")
+    assert started == ["dag_res__scaled", "dag_res__summary"]
+    assert calls.count("feed") == 2 and calls.count("scaled") == 6  # one new feed read
+    assert calls.count() - before == 1 + 3 + 1
+    mats = [
+        e.event_specific_data.materialization
+        for e in events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    ]
+    summary = next(m for m in mats if m.asset_key == SUMMARY)
+    assert list(summary.metadata["further/releases"].value.values()) == ["r2"]
+    # old and new results are both stored and addressable
+    session = Session(progress=False)
+    assert session.call("dag_res.summary").totals == [60, 120, 180]
+    assert session.call("dag_res.summary", freshness="release:r1").totals == [6, 12, 18]
+
+
+def test_the_run_tag_overrides_freshness_for_the_whole_run(instance, calls):
+    Session(progress=False).call("dag_res.summary")  # r1 stored
+    RELEASES["a"] = "r2"
+    events = _run(instance, "summary_defs", [SUMMARY], {"further/freshness": "present"})
+    # present: the stored r1 is used, so the whole step is a cache hit and nothing is read
+    assert [e for e in events if e.event_type_value == "STEP_START"] == []
+    assert calls.count("feed") == 1
+    events = _run(
+        instance, "summary_defs", [SUMMARY], {"further/freshness": '{"dag_res.feed": "latest"}'}
+    )
+    assert [e.step_key for e in events if e.event_type_value == "STEP_START"] == [
+        "dag_res__summary"
+    ]
+    assert calls.count("feed") == 2
+
+
+def test_a_bad_freshness_tag_fails_the_step_with_the_fix(instance):
+    defs = resource_defs.summary_defs
+    summary = next(a for a in defs.assets if getattr(a, "key", None) == SUMMARY)
+    result = dg.materialize(
+        [summary],
+        instance=instance,
+        resources=defs.resources,
+        tags={"further/freshness": "release:nope"},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = str(failure.event_specific_data.error)
+    assert "neither stored nor current" in text and "dag_res.feed" in text
+
+
+def test_run_config_freshness_is_read_by_the_step(instance, calls):
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")
+    RELEASES["a"] = "r2"
+    summary = next(a for a in defs.assets if getattr(a, "key", None) == SUMMARY)
+    result = dg.materialize(
+        [summary],
+        instance=instance,
+        resources=defs.resources,
+        run_config={"resources": {"further": {"config": {"freshness": "present"}}}},
+    )
+    assert result.success
+    meta = instance.get_latest_materialization_event(SUMMARY).asset_materialization.metadata
+    assert meta["further/cache"].value == "hit"
+    assert list(meta["further/releases"].value.values()) == ["r1"]
+    assert calls.count("feed") == 1
+
+
+def test_the_store_is_shared_with_the_history_of_observations(instance):
+    defs = resource_defs.summary_defs
+    ticker = Ticker(defs, instance)
+    ticker.tick()
+    RELEASES["a"] = "r2"
+    ticker.tick()
+    seen = Session(progress=False).observations("dag_res.feed")
+    assert [(o["release"], o["source"]) for o in seen] == [("r1", "sensor"), ("r2", "sensor")]
+    assert ArtifactStore().root.joinpath(".releases", "dag_res", "feed").is_dir()
