@@ -50,6 +50,7 @@ class ReleaseResolver:
         source: recorded with each observation ("session", "dagster", "sensor").
         always_observe: call get_release() for every resource even when the policy would not
             (an observation: the sensor and Dagster's observe); the policy still chooses.
+        history: the store's ReleaseHistory, if the caller keeps one.
 
     Resolutions are memoized per resource instance, so one call asks get_release() at most once
     per instance however often the graph reaches it. `resolved` lists what was chosen.
@@ -63,9 +64,10 @@ class ReleaseResolver:
         clock: Clock | None = None,
         source: str = "session",
         always_observe: bool = False,
+        history: ReleaseHistory | None = None,
     ) -> None:
         self.store = store
-        self.history = ReleaseHistory(store.root)
+        self.history = history or ReleaseHistory(store.root)
         self.freshness = freshness or FreshnessOverrides()
         self.clock = clock or utc_now
         self.source = source
@@ -113,7 +115,7 @@ class ReleaseResolver:
     ) -> History:
         """Observations of the instance and which releases have a stored result."""
         observations = tuple(
-            Observation(o.release, o.observed_at)
+            Observation(o.release, o.observed_at.astimezone(dt.UTC))
             for o in self.history.read(cell.project.name, cell.name, skey)
         )
         candidates = {o.release for o in observations} | set(extra)

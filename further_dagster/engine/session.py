@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 import time
@@ -26,7 +27,7 @@ from further_dagster.engine.compute import is_stored, load
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.releases import Clock, ReleaseResolver, Resolved
 from further_dagster.engine.scheduler import RunReport, run_missing
-from further_dagster.store import ArtifactStore
+from further_dagster.store import ArtifactStore, ReleaseHistory
 
 log = logging.getLogger("further")
 
@@ -83,6 +84,7 @@ class Session:
         self.store = store or ArtifactStore(root)
         self.freshness = normalize_freshness(freshness, where="Session(freshness=...)")
         self.clock: Callable[[], Any] | None = clock
+        self._history = ReleaseHistory(self.store.root)
         self.mode = parse_mode(mode, where="Session")
         self.max_workers = max_workers
         self._projects = list(projects)
@@ -160,7 +162,7 @@ class Session:
             overrides = overrides.merged(given)
         elif overrides:
             overrides.check(graph.cells(), where="Session(freshness=...)")
-        return ReleaseResolver(self.store, overrides, clock=self.clock)
+        return ReleaseResolver(self.store, overrides, clock=self.clock, history=self._history)
 
     def call(
         self,
@@ -249,7 +251,7 @@ class Session:
         target = resolve_cell(cell)
         if not target.is_resource:
             raise TypeError(f"{target.full_name} is not a resource cell; it has no releases")
-        resolver = ReleaseResolver(self.store, clock=self.clock)
+        resolver = ReleaseResolver(self.store, clock=self.clock, history=self._history)
         inst = Resolver(self.graph_for(target), CallContext(release_resolver=lambda c, s: "-"))
         specs = inst.instance(target, values).specs
         skey = structural_key(target, specs)
@@ -258,7 +260,7 @@ class Session:
         return [
             {
                 "release": r.release,
-                "observed_at": r.observed_at,
+                "observed_at": r.observed_at.astimezone(dt.UTC),
                 "source": r.source,
                 "stored": r.release in stored,
             }

@@ -211,7 +211,12 @@ def contribution_path(result: Path, file_name: str) -> Path:
 def release_history_path(root: Path, project: str, cell: str, skey: str) -> Path:
     """`<root>/.releases/<project>/<cell>/<skey>.jsonl`: the observed releases of one resource
     instance, keyed by its structural key (the logic key without the release)."""
-    validate_name(project, "project")
-    validate_name(cell, "cell")
-    validate_key(skey)
-    return Path(root) / RELEASES_DIR / project / cell / f"{skey}{RELEASES_SUFFIX}"
+    return Path(release_history_path_str(str(root), project, cell, skey))
+
+
+def release_history_path_str(root: str, project: str, cell: str, skey: str) -> str:
+    """`release_history_path` as a `str`, validated once per (root, project, cell): it is on
+    the path of every pre-memoized call."""
+    if type(skey) is not str or _KEY.fullmatch(skey) is None:
+        validate_key(skey)
+    return cell_dir_prefix(os.path.join(root, RELEASES_DIR), project, cell) + skey + RELEASES_SUFFIX

@@ -34,10 +34,11 @@ class ReleaseHistory:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_root(root)
+        self._root_str = str(self.root)
 
     def path(self, project: str, cell: str, skey: str) -> Path:
         """The history file of one resource instance."""
-        return layout.release_history_path(self.root, project, cell, skey)
+        return Path(layout.release_history_path_str(self._root_str, project, cell, skey))
 
     def record(
         self,
@@ -50,12 +51,12 @@ class ReleaseHistory:
     ) -> ReleaseObservation:
         """Append one observation (creating the file and its directories if needed)."""
         obs = ReleaseObservation(release=release, observed_at=observed_at, source=source)
-        path = self.path(project, cell, skey)
+        path = layout.release_history_path_str(self._root_str, project, cell, skey)
         line = obs.model_dump_json().encode("utf-8") + b"\n"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
