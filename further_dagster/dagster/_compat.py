@@ -66,6 +66,7 @@ __all__ = [
     "StepHandler",
     "StepHandlerContext",
     "WorkerStatus",
+    "dagster_cli",
     "python_entry_point",
     "run_worker_command",
     "step_command",
@@ -183,15 +184,19 @@ def with_executor(
     )
 
 
-def run_worker_command(run: Any, instance: Any) -> list[str]:
-    """`dagster api execute_run <args>` for `run`, exiting non-zero when the run fails."""
+def run_worker_command(run: Any, instance: Any, module: str = "dagster") -> list[str]:
+    """`python -m <module> api execute_run <args>` for `run`, exiting non-zero when the run
+    fails (`module`: dagster's CLI, or a wrapper such as `further_dagster.dagster.worker`)."""
     args = ExecuteRunArgs(
         job_origin=run.job_code_origin,
         run_id=run.run_id,
         instance_ref=instance.get_ref(),
         set_exit_code_on_failure=True,
     )
-    return python_entry_point(list(args.get_command_args()), run.job_code_origin)
+    argv = python_entry_point(list(args.get_command_args()), run.job_code_origin)
+    if module != "dagster":
+        argv[argv.index("dagster")] = module
+    return argv
 
 
 def python_entry_point(argv: list[str], origin: Any) -> list[str]:
@@ -203,10 +208,40 @@ def python_entry_point(argv: list[str], origin: Any) -> list[str]:
     return argv
 
 
-def step_command(step_handler_context: StepHandlerContext) -> list[str]:
-    """`python -m dagster api execute_step <args>` for the step of this context."""
+def step_command(step_handler_context: StepHandlerContext, module: str = "dagster") -> list[str]:
+    """`python -m <module> api execute_step <args>` for the step of this context (`module`:
+    dagster's CLI, or a wrapper of it such as `further_dagster.dagster.worker`)."""
     args = step_handler_context.execute_step_args
-    return python_entry_point(list(args.get_command_args()), args.job_origin)
+    argv = python_entry_point(list(args.get_command_args()), args.job_origin)
+    if module != "dagster":
+        argv[argv.index("dagster")] = module
+    return argv
+
+
+def dagster_cli(argv: Sequence[str], *, sigterm_interrupts: bool = True) -> None:
+    """Run Dagster's CLI in this process, like `python -m dagster <argv>`.
+
+    `sigterm_interrupts=False` keeps Dagster from turning SIGTERM into an interrupt (which a
+    step reports as a STEP_FAILURE): SIGTERM is then ignored by a Python handler, so the
+    process carries on until SIGKILL, and child processes still get the default SIGTERM
+    action (a handler, unlike SIG_IGN or a blocked signal, does not survive exec).
+    """
+    import signal
+
+    import dagster._utils.interrupts as interrupts
+    from dagster._cli import cli
+
+    if not sigterm_interrupts:
+
+        def _ignore(_signo: int, _frame: Any) -> None:
+            return None
+
+        def _only_sigint() -> None:
+            signal.signal(signal.SIGTERM, _ignore)
+
+        interrupts.setup_interrupt_handlers = _only_sigint
+        _only_sigint()
+    cli.main(args=list(argv), prog_name="dagster", auto_envvar_prefix="DAGSTER_CLI")
 
 
 def step_retry_count(step_handler_context: StepHandlerContext, step_key: str) -> int:

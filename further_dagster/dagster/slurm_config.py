@@ -27,6 +27,8 @@ from further_dagster.slurm import SlurmSpec
 
 __all__ = [
     "ARRAY_TAG_PREFIX",
+    "LIVE_STATES",
+    "describe_job_end",
     "JOB_ID_TAG",
     "LOCAL_PREFIX",
     "SLURM_TAG",
@@ -105,3 +107,50 @@ def job_ids_in_tags(tags: Mapping[str, str]) -> list[str]:
                 if v.strip() and not v.strip().startswith(LOCAL_PREFIX)
             )
     return ids
+
+
+# States in which a job may still run (or run again, after a requeue).
+LIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "UNKNOWN",
+    }
+)
+
+
+def describe_job_end(job_id: str, state: str, folder: Path, *, what: str) -> str:
+    """Why a job ended, naming its id, state and log files (and a timeout as such)."""
+    from submitit.core.utils import JobPaths
+
+    paths = JobPaths(folder, job_id=str(job_id), task_id=0)
+    logs = f"logs: {paths.stdout} and {paths.stderr}"
+    detail = ""
+    if paths.result_pickle.exists():
+        try:
+            from submitit.core.utils import pickle_load
+
+            outcome, value = pickle_load(paths.result_pickle)
+            if outcome == "error":
+                detail = str(value).strip().splitlines()[-1]
+        except Exception:  # noqa: BLE001 - the message is best effort
+            detail = ""
+    if state == "TIMEOUT" or "timed-out" in detail:
+        return f"Slurm job {job_id} for {what} timed out (state {state}; raise time_min); {logs}"
+    if state == "CANCELLED":
+        return (
+            f"Slurm job {job_id} for {what} was CANCELLED outside Dagster (scancel or an "
+            f"administrator); {logs}"
+        )
+    reason = f": {detail}" if detail else ""
+    return f"Slurm job {job_id} for {what} ended {state}{reason}; {logs}"

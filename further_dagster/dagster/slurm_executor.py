@@ -39,8 +39,15 @@ import dagster as dg
 from further_dagster.core.instances import Instance, walk
 from further_dagster.dagster import _compat
 from further_dagster.dagster.registry import TOKEN_TAG, compiled_for
-from further_dagster.dagster.slurm_config import LOCAL_PREFIX, STEP_TAG_PREFIX, default_folder
+from further_dagster.dagster.slurm_config import (
+    LIVE_STATES,
+    LOCAL_PREFIX,
+    STEP_TAG_PREFIX,
+    default_folder,
+    describe_job_end,
+)
 from further_dagster.dagster.step_modes import STEP_MODE_ENV
+from further_dagster.dagster.worker import MODULE as WORKER_MODULE
 from further_dagster.engine.compute import is_stored
 from further_dagster.engine.modes import Mode, effective_mode
 from further_dagster.engine.slurm_mode import SlurmSettings, cell_spec, spec_json
@@ -49,29 +56,10 @@ from further_dagster.slurm import SlurmSpec, cancel, merge, slurm_state, submit_
 from further_dagster.slurm.command import run_command
 from further_dagster.store import ArtifactStore
 
-__all__ = ["SlurmStepHandler", "StepRoute", "describe_job_end", "launcher_layer"]
+__all__ = ["SlurmStepHandler", "StepRoute", "launcher_layer"]
 
 log = logging.getLogger("further")
 
-
-# States in which a job may still run (or run again, after a requeue).
-LIVE_STATES = frozenset(
-    {
-        "PENDING",
-        "CONFIGURING",
-        "RUNNING",
-        "COMPLETING",
-        "REQUEUED",
-        "REQUEUE_FED",
-        "REQUEUE_HOLD",
-        "RESIZING",
-        "SUSPENDED",
-        "SIGNALING",
-        "STAGE_OUT",
-        "STOPPED",
-        "UNKNOWN",
-    }
-)
 
 # Local step processes started by this process, for reaping (identity lives in the run tags).
 _LOCAL: dict[int, subprocess.Popen[bytes]] = {}
@@ -191,10 +179,11 @@ class SlurmStepHandler(_compat.StepHandler):
         retry = _compat.step_retry_count(ctx, step_key)
         base, folder = self._base(ctx)
         route = self.route(ctx, step_key, base)
-        argv = _compat.step_command(ctx)
         if route.kind == "local":
+            argv = _compat.step_command(ctx)
             yield from self._launch_local(ctx, step_key, retry, argv, base, folder, route)
             return
+        argv = _compat.step_command(ctx, module=WORKER_MODULE)
         job_name = f"dagster-{run_id[:8]}-{step_key}-{retry}"
         started = time.perf_counter()
         try:
@@ -204,7 +193,6 @@ class SlurmStepHandler(_compat.StepHandler):
                 run_command,
                 argv,
                 {STEP_MODE_ENV: Mode.INLINE.value},
-                block_sigterm=True,
                 cwd=os.getcwd(),
                 job_name=job_name,
                 python=self.python,
@@ -335,33 +323,6 @@ def _local_health(where: str) -> Any:
     if Path(f"/proc/{pid}").exists():
         return _compat.CheckStepHealthResult.healthy()
     return _compat.CheckStepHealthResult.unhealthy(f"the local step process {pid} is gone")
-
-
-def describe_job_end(job_id: str, state: str, folder: Path, *, what: str) -> str:
-    """Why a job ended, naming its id, state and log files (and a timeout as such)."""
-    from submitit.core.utils import JobPaths
-
-    paths = JobPaths(folder, job_id=str(job_id), task_id=0)
-    logs = f"logs: {paths.stdout} and {paths.stderr}"
-    detail = ""
-    if paths.result_pickle.exists():
-        try:
-            from submitit.core.utils import pickle_load
-
-            outcome, value = pickle_load(paths.result_pickle)
-            if outcome == "error":
-                detail = str(value).strip().splitlines()[-1]
-        except Exception:  # noqa: BLE001 - the message is best effort
-            detail = ""
-    if state == "TIMEOUT" or "timed-out" in detail:
-        return f"Slurm job {job_id} for {what} timed out (state {state}; raise time_min); {logs}"
-    if state == "CANCELLED":
-        return (
-            f"Slurm job {job_id} for {what} was CANCELLED outside Dagster (scancel or an "
-            f"administrator); {logs}"
-        )
-    reason = f": {detail}" if detail else ""
-    return f"Slurm job {job_id} for {what} ended {state}{reason}; {logs}"
 
 
 def _describe(spec: SlurmSpec) -> str:

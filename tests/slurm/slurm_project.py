@@ -2,6 +2,8 @@
 
     prep (debug) -> train (gpu, 1 fake GPU, swept over lr) -> summary (inline, no Slurm job)
     urgent (high)            slow (debug; sleeps $FURTHER_TEST_SLOW_S)      broken (raises)
+    overtime (1 min limit)   huge (64 CPUs: refused)    huge_or_small (64 CPUs, fallback 1)
+    flaky (swept k = 1, 2; k = 2 raises) -> flaky_sweep
 
 make() appends one line per call to $FURTHER_TEST_CALLS: cell, key, Slurm job id, partition,
 the GPUs Slurm gave it, and the restart count (a requeued job runs make() again).
@@ -13,6 +15,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+import dagster as dg
 
 from further_dagster import VAR, Cell, Project, Req, Specs, build_definitions
 from further_dagster.slurm import SlurmSpec
@@ -30,6 +34,7 @@ def record(cell: str, key: str) -> None:
         "cell": cell,
         "key": key,
         "job": os.environ.get("SLURM_JOB_ID"),
+        "array_job": os.environ.get("SLURM_ARRAY_JOB_ID"),
         "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "partition": os.environ.get("SLURM_JOB_PARTITION"),
         "gpus": os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("SLURM_JOB_GPUS"),
@@ -125,4 +130,70 @@ class Broken(Cell, project=slurm_demo):
         raise ValueError(f"broken cell refuses k={self.specs.k}")
 
 
-defs = build_definitions(slurm_demo, mode="SLURM")
+class Flaky(Cell, project=slurm_demo):
+    """Fails for k=2 only; swept by `flaky_sweep`, so its step fans out as one job array."""
+
+    class Specs(Specs):
+        k: int = 1
+
+    slurm = SlurmSpec(partition="debug")
+    contributions = {"value": int}
+
+    def make(self):
+        record("flaky", self.key)
+        if self.specs.k == 2:
+            raise ValueError(f"flaky cell refuses k={self.specs.k}")
+        return {"value": self.specs.k}
+
+
+class FlakySweep(Cell, project=slurm_demo):
+    """Sweeps flaky over k = 1, 2."""
+
+    req_cells = {"flakies": Req("flaky", k=VAR([1, 2]))}
+    contributions = {"values": list}
+
+    def make(self):
+        return {"values": [f.value for f in self.inputs["flakies"]]}
+
+
+class Overtime(Cell, project=slurm_demo):
+    """Asks for one minute and needs more: submitit's time-limit signal comes within seconds."""
+
+    slurm = SlurmSpec(partition="debug", time_min=1)
+    contributions = {"value": int}
+
+    def make(self):
+        record("overtime", self.key)
+        time.sleep(300)
+        return {"value": 1}
+
+
+class Huge(Cell, project=slurm_demo):
+    """More CPUs than any partition has: sbatch refuses it at submit."""
+
+    slurm = SlurmSpec(cpus=64)
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": 1}
+
+
+class HugeOrSmall(Cell, project=slurm_demo):
+    """The same request with a fallback sbatch accepts."""
+
+    slurm = [SlurmSpec(cpus=64), SlurmSpec(cpus=1)]
+    contributions = {"value": int}
+
+    def make(self):
+        record("huge_or_small", self.key)
+        return {"value": 1}
+
+
+defs = build_definitions(
+    slurm_demo,
+    mode="SLURM",
+    jobs=[
+        dg.define_asset_job("quick", selection=["slurm_demo/prep", "slurm_demo/urgent"]),
+        dg.define_asset_job("slow_job", selection=["slurm_demo/slow"]),
+    ],
+)
