@@ -5,7 +5,9 @@ when it changed, reported to Dagster as an observation with the new data version
 releases the cells' freshness policies choose, and compares them with the sensor's cursor. For a
 release that changed, it requests the downstream instances that release reaches whose logic keys
 are not stored — a release that reaches only stored results (a flip back to an older release)
-requests nothing — and an unchanged re-observation requests nothing at all.
+requests nothing — and an unchanged re-observation requests nothing at all. A release the sensor
+sees for the first time (a new deployment, a reset cursor) counts as a change: when everything it
+reaches is already stored, that too requests nothing.
 
 Requests: one run over the affected assets; when partitioned assets are affected, the run covers
 their partitions (one partition key, or a partition range tagged with the exact keys); when
@@ -95,9 +97,7 @@ def evaluate_releases(
     todo = [
         i for i in _reached(actual, changed) if not i.cell.is_resource and not is_stored(store, i)
     ]
-    labels = {
-        f"{i.cell.full_name}@{i.skey[:8]}": i.release or "" for i in resources if i.skey in changed
-    }
+    labels = {i.label: i.release or "" for i in resources if i.skey in changed}
     if not todo:
         return dg.SensorResult(
             skip_reason=f"release changed ({_short(labels)}) but every instance it reaches is "
