@@ -22,7 +22,7 @@ from further_dagster.core.instances import (
     walk,
 )
 from further_dagster.core.params import has_var
-from further_dagster.core.project import Project, all_projects, resolve_cell
+from further_dagster.core.project import Project, all_projects, generation, resolve_cell
 from further_dagster.engine.compute import is_stored, load
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.releases import Clock, ReleaseResolver, Resolved
@@ -89,6 +89,7 @@ class Session:
         self.max_workers = max_workers
         self._projects = list(projects)
         self._graphs: dict[tuple[str, ...], tuple[DefinitionGraph, int]] = {}
+        self._plans: dict[str, _CachedPlan] = {}
         self.last_report: RunReport | None = None
         if progress:
             _install_console_logging()
@@ -122,10 +123,15 @@ class Session:
         resolved here (get_release() is called as the freshness policies require)."""
         target = resolve_cell(cell)
         graph = self.graph_for(target)
-        releases = self._release_resolver(graph, freshness)
         all_params = {**(project_params or {})}
         if params:
             all_params[target.project.name] = {**all_params.get(target.project.name, {}), **params}
+        plan_key = repr((target.full_name, values, all_params, specs, opts))
+        cached = self._plans.get(plan_key)
+        if cached is not None and freshness is None and cached.valid():
+            missing = [inst for inst in cached.instances if not is_stored(self.store, inst)]
+            return Plan(cached.roots, cached.instances, missing, cached.swept)
+        releases = self._release_resolver(graph, freshness)
         session_values = {"values": values, "params": all_params, "specs": dict(specs or {})}
         swept = has_var(values) or any(
             has_var(v) for group in (all_params, specs or {}) for v in group.values()
@@ -145,6 +151,11 @@ class Session:
                 )
             )
         instances = walk(roots)
+        if not any(inst.cell.is_resource for inst in instances):
+            # Releases must be resolved on every call; any other plan can be reused.
+            if len(self._plans) >= 256:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[plan_key] = _CachedPlan(roots, instances, swept)
         missing = [inst for inst in instances if not is_stored(self.store, inst)]
         return Plan(
             roots=roots,
@@ -266,6 +277,25 @@ class Session:
             }
             for r in records
         ]
+
+
+class _CachedPlan:
+    """A resolved call, reused while no cell was (re)defined and no cell's logic_version or
+    Specs/Opts model changed: resolution is most of the cost of a fully cached call."""
+
+    def __init__(self, roots: list[Instance], instances: list[Instance], swept: bool) -> None:
+        self.roots = roots
+        self.instances = instances
+        self.swept = swept
+        self.generation = generation()
+        cells = {inst.cell for inst in instances}
+        self.fingerprint = [(c, c.logic_version, c.Specs, c.Opts) for c in cells]
+
+    def valid(self) -> bool:
+        return self.generation == generation() and all(
+            c.logic_version == lv and c.Specs is s and c.Opts is o
+            for c, lv, s, o in self.fingerprint
+        )
 
 
 def _expand_session(values: Mapping[str, Any]) -> list[dict[str, Any]]:

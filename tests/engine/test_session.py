@@ -240,3 +240,28 @@ def test_specs_of_a_swept_result_are_readable(further_session):
     assert [r.specs.n for r in results] == [1, 2]
     assert isinstance(results[0].specs, Specs)
     assert engine_demo.cell("base") is not None
+
+
+def test_repeated_calls_notice_a_redefined_cell(further_tmp_root):
+    p = Project("engine_redefine")
+
+    def define(version, value):
+        class Value(Cell, project=p):
+            logic_version = version
+            contributions = {"v": int}
+
+            def make(self):
+                return {"v": value}
+
+        return Value
+
+    session = Session(root=further_tmp_root, progress=False)
+    define(1, 1)
+    assert session.call("engine_redefine.value").v == 1
+    assert session.call("engine_redefine.value").v == 1  # the reused plan
+    define(2, 2)  # a notebook re-runs the edited class with a bumped version
+    assert session.call("engine_redefine.value").v == 2
+    cls = define(3, 3)
+    assert session.call("engine_redefine.value").v == 3
+    cls.logic_version = 4  # edited in place
+    assert session.plan("engine_redefine.value").missing != []
