@@ -22,7 +22,7 @@ from further_dagster.core.instances import (
     walk,
 )
 from further_dagster.core.params import has_var
-from further_dagster.core.project import Project, all_projects, generation, resolve_cell
+from further_dagster.core.project import Project, generation, resolve_cell
 from further_dagster.engine.compute import is_stored, load
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.releases import Clock, ReleaseResolver, Resolved
@@ -101,10 +101,10 @@ class Session:
         if target.project not in projects:
             projects.append(target.project)
         names = tuple(sorted(p.name for p in projects))
-        size = sum(len(p.cells) for p in all_projects().values())
+        current = generation()
         cached = self._graphs.get(names)
-        if cached is None or cached[1] != size:
-            cached = (DefinitionGraph(projects), size)
+        if cached is None or cached[1] != current:
+            cached = (DefinitionGraph(projects), current)
             self._graphs[names] = cached
         return cached[0]
 
