@@ -29,8 +29,6 @@ from dagster._core.events import (  # noqa: F401
 )
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.handle import StepHandle
-from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.retries import RetryMode  # noqa: F401
 from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode  # noqa: F401
@@ -53,7 +51,6 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster._utils.error import SerializableErrorInfo
 
 __all__ = [
-    "DATA_VERSION_TAG",
     # slurm launcher / executor / modes (issue 4)
     "CheckRunHealthResult",
     "CheckStepHealthResult",
@@ -74,6 +71,7 @@ __all__ = [
     "step_retry_count",
     "with_executor",
     # projection, executors, resources
+    "DATA_VERSION_TAG",
     "DagsterEvent",
     "DagsterEventType",
     "EngineEventData",
@@ -166,6 +164,19 @@ def _step_handle(step_key: str | None) -> StepHandle | None:
         return None
     handle = StepHandle.parse_from_key(step_key)
     return handle if isinstance(handle, StepHandle) else None
+
+
+def backfill_request(
+    asset_graph: Any, pairs: Sequence[tuple[Any, str | None]], tags: Mapping[str, str]
+) -> Any:
+    """A sensor RunRequest that launches a backfill of exactly these (asset key, partition key)
+    pairs (the way to request several partitions definitions at once)."""
+    import dagster as dg
+
+    subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(key, pk) for key, pk in pairs}, asset_graph
+    )
+    return dg.RunRequest.for_asset_graph_subset(subset, tags=dict(tags))
 
 
 # --- Slurm run launcher, Slurm step handler, mode executor --------------------------------
@@ -262,16 +273,3 @@ def step_failure_event(
         step_failure_data=StepFailureData(error=error, user_failure_data=None),
         message=f'Step "{step_key}" was not launched: {message.splitlines()[0]}',
     )
-
-
-def backfill_request(
-    asset_graph: Any, pairs: Sequence[tuple[Any, str | None]], tags: Mapping[str, str]
-) -> Any:
-    """A sensor RunRequest that launches a backfill of exactly these (asset key, partition key)
-    pairs (the way to request several partitions definitions at once)."""
-    import dagster as dg
-
-    subset = AssetGraphSubset.from_asset_partition_set(
-        {AssetKeyPartitionKey(key, pk) for key, pk in pairs}, asset_graph
-    )
-    return dg.RunRequest.for_asset_graph_subset(subset, tags=dict(tags))

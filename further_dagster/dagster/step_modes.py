@@ -11,7 +11,7 @@ from typing import Any
 
 from further_dagster.dagster.slurm_config import ARRAY_TAG_PREFIX
 from further_dagster.engine.modes import Mode, parse_mode
-from further_dagster.engine.slurm_mode import SlurmSettings
+from further_dagster.engine.slurm_mode import SlurmSettings, Submission
 
 __all__ = ["MODE_TAG", "STEP_MODE_ENV", "run_mode", "step_mode", "step_slurm_settings"]
 
@@ -47,16 +47,22 @@ def step_mode(context: Any, default: str | Mode) -> Mode:
 
 
 def step_slurm_settings(context: Any) -> SlurmSettings:
-    """Engine Slurm settings for this step: from the environment the step handler set, with
-    the array job ids recorded in the run's tags (`further/slurm_array/<step key>`)."""
+    """Engine Slurm settings for this step: from the environment the step handler set; each
+    submission is logged to the step's event log and its job ids are recorded in the run's
+    tags (`further/slurm_array/<step key>`), where terminate and a restarted daemon find them."""
     instance, run_id = context.instance, context.run.run_id
     step_key = context.get_step_execution_context().step.key
     tag = f"{ARRAY_TAG_PREFIX}{step_key}"
 
-    def record(job_ids: list[str]) -> None:
+    def record(submission: Submission) -> None:
         run = instance.get_run_by_id(run_id)
         known = [i for i in ((run.tags.get(tag) or "") if run else "").split(",") if i]
-        parents = sorted({j.split("_")[0] for j in job_ids} - set(known))
+        parents = sorted({j.split("_")[0] for j in submission.job_ids} - set(known))
         instance.add_run_tags(run_id, {tag: ",".join([*known, *parents])})
+        kind = "one job array" if submission.array else "one job"
+        context.log.info(
+            f"further: submitted {len(submission.job_ids)} instance(s) of {submission.cell} to "
+            f"Slurm as {kind} {', '.join(parents)} in {submission.seconds:.3f}s"
+        )
 
     return SlurmSettings.from_env(on_submit=record)

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "ENV_SPEC",
     "SlurmPool",
     "SlurmSettings",
+    "Submission",
     "cell_spec",
     "ensure_in_job",
     "spec_for",
@@ -75,6 +76,17 @@ _SUBMITIT_TIMEOUT = "timed-out and not checkpointable"
 
 
 @dataclass(frozen=True)
+class Submission:
+    """One sbatch call of the pool: which cell, which job ids (array tasks `<id>_<index>`),
+    and how long submitting took."""
+
+    cell: str
+    job_ids: list[str]
+    seconds: float
+    array: bool
+
+
+@dataclass(frozen=True)
 class SlurmSettings:
     """How the engine submits SLURM-mode instances.
 
@@ -89,8 +101,8 @@ class SlurmSettings:
         python: interpreter command for the jobs; None: this process's `sys.executable`.
         poll_s: how often result files are checked.
         state_every_s: how often Slurm is asked about tasks that have no result yet.
-        on_submit: called with the job ids of each submission (array tasks `<id>_<index>`),
-            e.g. to record them in Dagster run tags so a cancel can find them.
+        on_submit: called with a `Submission` after each sbatch call (job ids, seconds), e.g.
+            to record the ids in Dagster run tags so a cancel can find them.
     """
 
     folder: Path | None = None
@@ -99,7 +111,7 @@ class SlurmSettings:
     python: str | None = None
     poll_s: float = 0.25
     state_every_s: float = 2.0
-    on_submit: Callable[[list[str]], None] | None = None
+    on_submit: Callable[[Submission], None] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SlurmSettings:
@@ -230,8 +242,9 @@ class SlurmPool(cf.Executor):
     def _submit(self, spec: SlurmSpec, group: list[Instance]) -> list[Any]:
         root = str(self.store.root)
         name = f"further-{group[0].cell.name}"
-        started = time.perf_counter()
+        jobs: list[Any] = []
         if self.settings.array:
+            started = time.perf_counter()
             jobs = submit_batch(
                 self.folder,
                 spec,
@@ -239,27 +252,35 @@ class SlurmPool(cf.Executor):
                 job_name=name,
                 python=self.settings.python,
             )
-            self.submissions.append([j.job_id for j in jobs])
+            self._submitted(group[0], jobs, time.perf_counter() - started, array=True)
         else:
-            jobs = []
             for inst in group:
+                started = time.perf_counter()
                 job = submit_with_fallbacks(
-                    self.folder, spec, ensure_in_job, root, inst, job_name=name,
+                    self.folder,
+                    spec,
+                    ensure_in_job,
+                    root,
+                    inst,
+                    job_name=name,
                     python=self.settings.python,
-                )  # fmt: skip
+                )
                 jobs.append(job)
-                self.submissions.append([job.job_id])
+                self._submitted(inst, [job], time.perf_counter() - started, array=False)
+        return jobs
+
+    def _submitted(self, inst: Instance, jobs: list[Any], seconds: float, *, array: bool) -> None:
         ids = [str(j.job_id) for j in jobs]
+        self.submissions.append(ids)
         log.info(
-            "submitted %d instance(s) of %s to Slurm in %.2fs: %s",
-            len(group),
-            group[0].cell.full_name,
-            time.perf_counter() - started,
+            "submitted %d instance(s) of %s to Slurm in %.3fs: %s",
+            len(ids),
+            inst.cell.full_name,
+            seconds,
             _id_range(ids),
         )
         if self.settings.on_submit is not None:
-            self.settings.on_submit(ids)
-        return jobs
+            self.settings.on_submit(Submission(inst.cell.full_name, ids, seconds, array))
 
     # --- watching -----------------------------------------------------------------------
 
@@ -386,10 +407,3 @@ def _id_range(ids: list[str]) -> str:
     if len(ids) <= 3:
         return ", ".join(ids)
     return f"{ids[0]} .. {ids[-1]} ({len(ids)} tasks)"
-
-
-def with_on_submit(
-    settings: SlurmSettings, on_submit: Callable[[list[str]], None] | None
-) -> SlurmSettings:
-    """`settings` with another submission callback."""
-    return replace(settings, on_submit=on_submit)

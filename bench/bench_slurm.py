@@ -1,0 +1,186 @@
+"""Slurm: one job array per sweep against one sbatch per instance, and the cached re-run.
+
+    .venv/bin/python bench/bench_slurm.py               # 100 points (FURTHER_BENCH_SWEEP)
+
+Starts the project's single-node Slurm (scripts/slurm-cluster) if it is not running, and stops
+it again at the end in that case. A 100-point sweep of a trivial cell (bench/slurm_sweep_cells.py):
+
+(a) the engine alone (`run_missing` in mode SLURM, what a Session or a fan-out step runs):
+    one job array for the 100 instances, against one sbatch per instance (the baseline);
+(b) through Dagster: a run of the swept asset's whole partition range with the Slurm step
+    executor (the step fans out as one job array), against the same run with
+    `slurm.array: false` (one sbatch per instance); then the cached re-run of the same sweep
+    (target: no job submitted, under 10 s).
+
+Columns: sbatch calls (from accounting), submission time (summed over sbatch calls),
+wall time, and each ratio against the baseline of the same part, measured in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SCRIPT = ROOT / "scripts" / "slurm-cluster"
+
+
+def cluster(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), command], cwd=ROOT, capture_output=True, text=True)
+
+
+def export_cluster_env() -> None:
+    for line in cluster("env").stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export ") :].partition("=")
+            os.environ[name] = value.strip("'\"")
+
+
+def sbatch_calls() -> set[str]:
+    out = subprocess.run(
+        ["sacct", "-a", "-X", "-n", "-P", "-o", "JobID", "-S", "2000-01-01"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split("_")[0] for line in out.split() if line.strip()}
+
+
+def bench_engine(root: Path, array: bool) -> dict[str, Any]:
+    from bench.slurm_sweep_cells import Total
+    from further_dagster import Session
+    from further_dagster.engine import Mode, run_missing
+    from further_dagster.engine.slurm_mode import SlurmSettings, Submission
+
+    session = Session(root=root, progress=False)
+    plan = session.plan(Total)
+    missing = [i for i in plan.missing if i.cell.name == "point"]
+    seconds: list[float] = []
+
+    def on_submit(submission: Submission) -> None:
+        seconds.append(submission.seconds)
+
+    before = sbatch_calls()
+    start = time.perf_counter()
+    report = run_missing(
+        session.store,
+        missing,
+        mode=Mode.SLURM,
+        slurm=SlurmSettings(array=array, on_submit=on_submit, folder=root / "jobs"),
+    )
+    wall = time.perf_counter() - start
+    assert len(report.computed) == len(missing), report.summary()
+    return {
+        "sbatch": len(sbatch_calls() - before),
+        "submit_s": sum(seconds),
+        "wall_s": wall,
+        "instances": len(missing),
+    }
+
+
+def bench_dagster(root: Path, array: bool, instance: Any) -> dict[str, Any]:
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from bench import slurm_sweep
+
+    key = dg.AssetKey(["bench_sweep", "point"])
+    keys = slurm_sweep.defs.further_compiled.asset_by_key[key].partitions.keys
+    tags = {
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+    }
+    repo = ReconstructableRepository.for_module(
+        "bench.slurm_sweep", "defs", working_directory=str(ROOT)
+    )
+    config = {"execution": {"config": {"slurm": {"array": array, "poll_interval_s": 0.2}}}}
+    before = sbatch_calls()
+    start = time.perf_counter()
+    with dg.execute_job(
+        repo.get_reconstructable_job("__ASSET_JOB"),
+        instance=instance,
+        asset_selection=[key],
+        tags=tags,
+        run_config=config,
+    ) as result:
+        assert result.success
+        steps = sum(e.event_type_value == "STEP_START" for e in result.all_events)
+        run_id = result.run_id
+    wall = time.perf_counter() - start
+    messages = [entry.user_message or "" for entry in instance.all_logs(run_id)]
+    submit_s = 0.0
+    for message in messages:  # "further: submitted N instance(s) ... in 0.123s"
+        if message.startswith("further: submitted"):
+            submit_s += float(message.rsplit(" in ", 1)[1].rstrip("s"))
+    return {"sbatch": len(sbatch_calls() - before), "submit_s": submit_s, "wall_s": wall,
+            "steps": steps}  # fmt: skip
+
+
+def row(name: str, r: dict[str, Any], base: dict[str, Any]) -> str:
+    def ratio(k: str) -> str:
+        return f"{r[k] / base[k]:.2f}x" if base[k] else "-"
+
+    return (
+        f"| {name} | {r['sbatch']} | {r['submit_s']:.2f} | {ratio('submit_s')} | "
+        f"{r['wall_s']:.1f} | {ratio('wall_s')} |"
+    )
+
+
+def main() -> None:
+    started_cluster = cluster("status").returncode != 0
+    if started_cluster:
+        done = cluster("start")
+        if done.returncode != 0:
+            raise SystemExit(f"scripts/slurm-cluster start failed:\n{done.stdout}{done.stderr}")
+    export_cluster_env()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-slurm-", dir="/tmp") as tmp:
+            run(Path(tmp))
+    finally:
+        if started_cluster:
+            cluster("stop")
+
+
+def run(tmp: Path) -> None:
+    import dagster as dg
+
+    os.environ["FURTHER_ROOT"] = str(tmp / "warm")
+    n = int(os.environ.get("FURTHER_BENCH_SWEEP", "100"))
+    print(f"Slurm: a {n}-point sweep of a trivial cell on the local single-node cluster\n")
+    bench_engine(tmp / "warm", array=True)  # warm-up: imports, first submission
+    print("(a) the engine (run_missing, mode SLURM)\n")
+    print("| variant | sbatch calls | submit s | ratio | wall s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = bench_engine(tmp / "engine-single", array=False)
+    arr = bench_engine(tmp / "engine-array", array=True)
+    print(row("one sbatch per instance (baseline)", base, base))
+    print(row("one job array", arr, base))
+
+    print("\n(b) Dagster: the sweep's partition range, Slurm step executor\n")
+    print("| variant | sbatch calls | submit s | ratio | wall s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    with dg.instance_for_test() as instance:
+        os.environ["FURTHER_ROOT"] = str(tmp / "dagster-single")
+        base = bench_dagster(tmp, array=False, instance=instance)
+        print(row("one sbatch per instance (baseline)", base, base))
+    with dg.instance_for_test() as instance:
+        os.environ["FURTHER_ROOT"] = str(tmp / "dagster-array")
+        arr = bench_dagster(tmp, array=True, instance=instance)
+        print(row("one job array", arr, base))
+        cached = bench_dagster(tmp, array=True, instance=instance)
+        print(row("cached re-run (same sweep)", cached, base))
+        verdict = "met" if cached["sbatch"] == 0 and cached["wall_s"] < 10 else "MISSED"
+        print(
+            f"\ncached re-run: {cached['sbatch']} jobs submitted, {cached['steps']} steps "
+            f"started, {cached['wall_s']:.2f}s (target: 0 jobs, < 10 s: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()

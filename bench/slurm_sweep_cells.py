@@ -1,0 +1,39 @@
+"""The cells of a 100-point sweep of a trivial cell, for bench/bench_slurm.py.
+
+`point` (i swept over 0..N-1) -> `total` (inline: collects the sweep). N is
+$FURTHER_BENCH_SWEEP (default 100). The cells live in their own module, apart from the
+Definitions (bench/slurm_sweep.py): a Slurm task imports this module to unpickle its instance,
+and should not pay for importing Dagster.
+"""
+
+from __future__ import annotations
+
+import os
+
+from further_dagster import VAR, Cell, Project, Req, Specs
+
+N = int(os.environ.get("FURTHER_BENCH_SWEEP", "100"))
+bench_sweep = Project("bench_sweep", description=f"a {N}-point sweep of a trivial cell")
+
+
+class Point(Cell, project=bench_sweep):
+    """i squared."""
+
+    class Specs(Specs):
+        i: int = 0
+
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": self.specs.i * self.specs.i}
+
+
+class Total(Cell, project=bench_sweep):
+    """The sum over the sweep."""
+
+    in_parallel = False
+    req_cells = {"points": Req("point", i=VAR(list(range(N))))}
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": sum(p.value for p in self.inputs["points"])}
