@@ -23,6 +23,7 @@ from further_dagster import (
     ProjectParams,
     Req,
     ResourceCell,
+    SlurmSpec,
     Specs,
     file_release,
 )
@@ -57,6 +58,8 @@ class RawData(Cell, project=example):
 
     project_params = ("seed",)
     contributions = {"X": np.ndarray, "y": np.ndarray, "true_coef": np.ndarray}
+    # Used only in SLURM mode (tag further/mode=SLURM, or build_definitions(mode="SLURM")).
+    slurm = SlurmSpec(partition="debug", mem_gb=1)
 
     def make(self):
         rng = np.random.default_rng(self.specs.seed)
@@ -126,6 +129,9 @@ class Fit(Cell, project=example):
     req_cells = {"features": Req("features"), "split": Req("split")}
     contributions = {"weights": np.ndarray, "metrics": dict}
 
+    # A GPU where there is a `gpu` partition, else the default partition without one.
+    slurm = [SlurmSpec(partition="gpu", gpus=1, mem_gb=1), SlurmSpec(partition=None, gpus=0)]
+
     def make(self):
         table = self.inputs["features"].table.to_numpy()
         y = self.inputs["features"].target
@@ -147,6 +153,8 @@ class Baseline(Cell, project=example):
     logic_version = 1
     req_cells = {"features": Req("features"), "split": Req("split")}
     contributions = {"metrics": dict}
+
+    in_parallel = False  # too small to be worth a Slurm job: runs next to the run worker
 
     def make(self):
         y = self.inputs["features"].target
@@ -203,6 +211,9 @@ class Report(Cell, project=example):
         "calibration": Req("calibration"),
     }
     contributions = {"table": pd.DataFrame, "best": dict}
+
+    # The high-priority partition where there is one (it preempts the others).
+    slurm = [SlurmSpec(partition="high"), SlurmSpec(partition=None)]
 
     def make(self):
         rows = [fit.metrics for fit in self.inputs["fits"]]

@@ -29,6 +29,7 @@ from further_dagster.core import (
     release,
 )
 from further_dagster.engine import Mode, Plan, RunReport, Session
+from further_dagster.slurm.spec import SlurmSpec
 from further_dagster.store import ArtifactStore
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ __all__ = [
     "ResourceCell",
     "RunReport",
     "Session",
+    "SlurmSpec",
     "Specs",
     "__version__",
     "build_definitions",

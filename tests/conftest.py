@@ -64,14 +64,20 @@ def dagster_backend(request):
 
 
 @pytest.fixture
+def postgres_db(postgres_server) -> dict:
+    """A fresh database with Dagster's schema on the session's server: its `postgres_db`
+    config mapping (hostname, port, db_name, username, password, scheme)."""
+    _DB_COUNTER[0] += 1
+    return _fresh_postgres_db(postgres_server, f"t{os.getpid()}_{_DB_COUNTER[0]}")
+
+
+@pytest.fixture
 def dagster_instance_overrides(request, dagster_backend):
     """dagster.yaml overrides for a fresh instance on the chosen backend (a fresh PostgreSQL
     database per test); empty for SQLite."""
     if dagster_backend == "sqlite":
         return {}
-    pg = request.getfixturevalue("postgres_server")
-    _DB_COUNTER[0] += 1
-    db = _fresh_postgres_db(pg, f"t{os.getpid()}_{_DB_COUNTER[0]}")
+    db = request.getfixturevalue("postgres_db")
     return {"storage": {"postgres": {"postgres_db": db}}}
 
 

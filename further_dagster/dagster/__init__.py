@@ -5,15 +5,29 @@ The only layer that imports dagster.
 
 from further_dagster.dagster.definitions import build_definitions
 from further_dagster.dagster.executor import SkipCachedExecutor, further_executor_def
+from further_dagster.dagster.modes import (
+    ModeExecutor,
+    dask_executor,
+    mode_executor_def,
+    slurm_executor,
+)
 from further_dagster.dagster.resources import FurtherIOManager, FurtherStore
 from further_dagster.dagster.sensor import evaluate_releases, release_sensor
+from further_dagster.dagster.slurm_launcher import SlurmRunLauncher
+from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
 
 __all__ = [
     "FurtherIOManager",
     "FurtherStore",
+    "ModeExecutor",
     "SkipCachedExecutor",
+    "SlurmRunLauncher",
+    "SlurmStepHandler",
     "build_definitions",
+    "dask_executor",
     "evaluate_releases",
     "further_executor_def",
+    "mode_executor_def",
     "release_sensor",
+    "slurm_executor",
 ]

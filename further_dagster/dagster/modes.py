@@ -69,10 +69,10 @@ class ModeExecutor(_compat.Executor):
                 {"retries": config["retries"], "max_concurrent": config["max_concurrent"]},
             )
         if mode is Mode.DASK:
-            from further_dagster.dagster.dask_executor import dask_inner
+            from further_dagster.dagster.dask_cluster import dask_inner
 
             return dask_inner(config.get("dask") or {})
-        from further_dagster.dagster.slurm_executor import SlurmStepHandler
+        from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
 
         slurm = dict(config.get("slurm") or {})
         handler = SlurmStepHandler(

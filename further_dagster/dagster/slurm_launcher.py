@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,8 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         }
 
     @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: dict[str, Any]) -> SlurmRunLauncher:
-        return cls(inst_data=inst_data, **config_value)
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> SlurmRunLauncher:
+        return cls(inst_data=inst_data, **dict(config_value))
 
     # --- RunLauncher ----------------------------------------------------------------------
 

@@ -84,3 +84,32 @@ def test_health_maps_slurm_states(fake_squeue, state: str, status: str) -> None:
         if status == "FAILED":
             assert "Slurm job 4242" in health.msg and "4242_0_log.err" in health.msg
             assert state in health.msg or (state == "TIMEOUT" and "timed out" in health.msg)
+
+
+@pytest.mark.postgres
+def test_the_shipped_slurm_postgres_dagster_yaml_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_db: dict
+) -> None:
+    """deploy/dagster.slurm-postgres.yaml, with the test server's coordinates in its env vars."""
+    import shutil
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "dagster.slurm-postgres.yaml"
+    shutil.copy(shipped, home / "dagster.yaml")
+    for name, value in {
+        "HOST": postgres_db["hostname"],
+        "PORT": str(postgres_db["port"]),
+        "DB": postgres_db["db_name"],
+        "USERNAME": postgres_db["username"],
+        "PASSWORD": "unused-with-trust-auth",
+    }.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.run_launcher, SlurmRunLauncher)
+        assert instance.run_launcher.defaults == SlurmSpec(
+            partition="debug", cpus=1, mem_gb=2, time_min=240
+        )
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert instance.run_monitoring_enabled
+        assert list(instance.get_runs()) == []

@@ -406,3 +406,67 @@ def test_a_run_worker_cancelled_outside_dagster_fails_the_run_through_monitoring
         assert run.status == dg.DagsterRunStatus.FAILURE
         failure = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1]
         assert "CANCELLED" in failure.message and job_id in failure.message
+
+
+@pytest.mark.parametrize(
+    "dagster_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_example_project_runs_on_slurm_from_the_run_tag(
+    slurm_cluster, further_tmp_root, dagster_instance
+):
+    """example_project as shipped (default mode LOCAL), run once with `further/mode=SLURM`:
+    raw_data on debug, the alpha sweep as one array on gpu, report on high, baseline inline."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    import example_project
+
+    compiled = example_project.defs.further_compiled
+    names = ["raw_data", "features", "split", "fit", "baseline", "calibration", "report"]
+    keys = [dg.AssetKey(["example", n]) for n in names]
+    fit_keys = compiled.asset_by_key[dg.AssetKey(["example", "fit"])].partitions.keys
+    tags = {
+        "further/mode": "SLURM",
+        "dagster/asset_partition_range_start": fit_keys[0],
+        "dagster/asset_partition_range_end": fit_keys[-1],
+    }
+    repo = ReconstructableRepository.for_module(
+        "example_project", "defs", working_directory=str(REPO)
+    )
+    with dg.execute_job(
+        repo.get_reconstructable_job("__ASSET_JOB"),
+        instance=dagster_instance,
+        asset_selection=keys,
+        tags=tags,
+        run_config=FAST,
+        raise_on_error=False,
+    ) as result:
+        assert result.success, failures(list(result.all_events))
+        run_tags = dagster_instance.get_run_by_id(result.run_id).tags
+    partitions = {}
+    for tag, value in run_tags.items():
+        if tag.startswith(("further/slurm_step/", "further/slurm_array/")):
+            for job in value.split(","):
+                if not job.startswith("local:"):
+                    partitions[tag.rsplit("/", 1)[1]] = slurm_state_partition(job)
+    assert partitions["example__raw_data"] == "debug"
+    assert partitions["example__fit"] == "gpu"  # the array of the alpha sweep
+    assert partitions["example__report"] == "high"
+    assert run_tags["further/slurm_step/example__baseline"].startswith("local:")
+    report = dagster_instance.get_latest_materialization_event(dg.AssetKey(["example", "report"]))
+    assert report is not None
+
+
+def slurm_state_partition(job_id: str) -> str:
+    """The partition a job ran on (slurmctld first; accounting lags a little)."""
+
+    def ask() -> str:
+        for command in (
+            ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%P"],
+            ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "Partition"],
+        ):
+            out = subprocess.run(command, capture_output=True, text=True).stdout.split()
+            if out:
+                return out[0]
+        return ""
+
+    return eventually(ask, 15, f"the partition of job {job_id}")
