@@ -62,7 +62,9 @@ class Session:
             projects its edges reach are always loaded).
         root: store root (default: env FURTHER_ROOT, else `.further` beside pyproject.toml).
         mode: INLINE (one thread, the default) or LOCAL (thread pool); LOCAL_PROCESSES uses a
-            process pool. DASK and SLURM run through Dagster.
+            process pool. DASK runs instances as Dask tasks
+            (FURTHER_DASK_ADDRESS, else a local cluster); SLURM as Slurm job arrays, one per wave
+            of ready instances (FURTHER_SLURM_FOLDER / _SPEC / _ARRAY; engine/slurm_mode.py).
         max_workers: pool size for LOCAL modes.
         progress: log progress lines to stderr (when logging is not configured).
         store: an ArtifactStore to use instead of `root`.

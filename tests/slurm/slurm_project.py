@@ -3,7 +3,7 @@
     prep (debug) -> train (gpu, 1 fake GPU, swept over lr) -> summary (inline, no Slurm job)
     urgent (high)            slow (debug; sleeps $FURTHER_TEST_SLOW_S)      broken (raises)
     overtime (1 min limit)   huge (64 CPUs: refused)    huge_or_small (64 CPUs, fallback 1)
-    flaky (swept k = 1, 2; k = 2 raises) -> flaky_sweep
+    flaky (swept k = 1, 2; k = 2 raises) -> flaky_sweep      nap (like slow, swept) -> nap_sweep
 
 make() appends one line per call to $FURTHER_TEST_CALLS: cell, key, Slurm job id, partition,
 the GPUs Slurm gave it, and the restart count (a requeued job runs make() again).
@@ -156,6 +156,35 @@ class FlakySweep(Cell, project=slurm_demo):
         return {"values": [f.value for f in self.inputs["flakies"]]}
 
 
+class Nap(Cell, project=slurm_demo):
+    """Like `slow`, swept by `nap_sweep`: its step fans out as one job array."""
+
+    class Specs(Specs):
+        tag: str = "a"
+
+    slurm = SlurmSpec(partition="debug", time_min=15)
+    contributions = {"value": str}
+
+    def make(self):
+        record("nap", self.key)
+        started = os.environ.get("FURTHER_TEST_STARTED")
+        if started:
+            Path(started).touch()
+        time.sleep(float(os.environ.get("FURTHER_TEST_SLOW_S", "0")))
+        return {"value": self.specs.tag}
+
+
+class NapSweep(Cell, project=slurm_demo):
+    """Sweeps nap over two tags."""
+
+    in_parallel = False
+    req_cells = {"naps": Req("nap", tag=VAR(["a", "b"]))}
+    contributions = {"values": list}
+
+    def make(self):
+        return {"values": [n.value for n in self.inputs["naps"]]}
+
+
 class Overtime(Cell, project=slurm_demo):
     """Asks for one minute and needs more: submitit's time-limit signal comes within seconds."""
 
@@ -195,5 +224,6 @@ defs = build_definitions(
     jobs=[
         dg.define_asset_job("quick", selection=["slurm_demo/prep", "slurm_demo/urgent"]),
         dg.define_asset_job("slow_job", selection=["slurm_demo/slow"]),
+        dg.define_asset_job("nap_job", selection=["slurm_demo/nap"]),
     ],
 )

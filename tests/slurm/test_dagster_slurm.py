@@ -91,14 +91,25 @@ def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def sbatch_calls() -> set[str]:
-    """Every submission accounting knows: job ids, an array counted once (its parent id)."""
-    out = subprocess.run(
-        ["sacct", "-a", "-X", "-n", "-P", "-o", "JobID", "-S", "2000-01-01"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {line.split("_")[0] for line in out.split() if line.strip()}
+    """Every submission accounting knows (job ids, an array counted once by its parent id),
+    read once nothing is queued and accounting has caught up with earlier tests' jobs."""
+
+    def read() -> set[str]:
+        out = subprocess.run(
+            ["sacct", "-a", "-X", "-n", "-P", "-o", "JobID", "-S", "2000-01-01"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return {line.split("_")[0] for line in out.split() if line.strip()}
+
+    def settled() -> set[str] | None:
+        queued = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
+        first = read()
+        time.sleep(0.5)
+        return first if not queued.strip() and read() == first else None
+
+    return eventually(settled, 30, "Slurm accounting to settle")
 
 
 def in_queue(job_ids: list[str]) -> list[str]:
@@ -369,6 +380,24 @@ def test_a_cancelled_run_leaves_no_job_in_squeue(
         assert run.status == dg.DagsterRunStatus.CANCELED
         assert in_queue(jobs) == []
         assert {slurm_state(j) for j in jobs} == {"CANCELLED"}
+
+
+@pytest.mark.parametrize("dagster_backend", ["sqlite"], indirect=True)
+def test_a_cancelled_sweep_leaves_no_array_task_in_squeue(
+    slurm_cluster, further_tmp_root, calls, started, launcher_home, monkeypatch
+):
+    monkeypatch.setenv("FURTHER_TEST_SLOW_S", "120")
+    run_id = launch(launcher_home, "nap_job", range_tags("nap"))  # a step fanning out as an array
+    with dg.DagsterInstance.from_config(str(launcher_home)) as instance:
+        eventually(started.exists, 60, "nap to start")
+        tags = instance.get_run_by_id(run_id).tags
+        assert tags["further/slurm_step/slurm_demo__nap"].startswith("local:")
+        jobs = job_ids_in_tags(tags)
+        assert len(jobs) == 2 and "further/slurm_array/slurm_demo__nap" in tags
+        assert instance.run_launcher.terminate(run_id)
+        assert wait_finished(instance, run_id, timeout=30).status == dg.DagsterRunStatus.CANCELED
+        assert in_queue(jobs) == []
+        assert [r for r in calls() if r["cell"] == "nap"]  # the array was running
 
 
 @pytest.mark.parametrize(
