@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export FURTHER_ROOT ?= $(CURDIR)/.further
 
-.PHONY: setup example test bench dev clean
+.PHONY: setup example test bench bench-slurm dev clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/bench_overhead.py
+
+# 100-point sweep on the local Slurm (started and stopped by the script if not running)
+bench-slurm: setup
+	$(BIN)/python bench/bench_slurm.py
 
 dev: setup
 	mkdir -p "$(DAGSTER_HOME)"
