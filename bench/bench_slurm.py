@@ -56,7 +56,7 @@ def bench_engine(root: Path, array: bool) -> dict[str, Any]:
     from bench.slurm_sweep_cells import Total
     from further_dagster import Session
     from further_dagster.engine import Mode, run_missing
-    from further_dagster.engine.slurm_mode import SlurmSettings, Submission
+    from further_dagster.engine.backends.slurm import SlurmSettings, Submission
 
     session = Session(root=root, progress=False)
     plan = session.plan(Total)

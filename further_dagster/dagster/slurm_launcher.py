@@ -52,7 +52,7 @@ from further_dagster.dagster.slurm_config import (
     spec_from_config,
 )
 from further_dagster.dagster.worker import MODULE as WORKER_MODULE
-from further_dagster.engine.slurm_mode import spec_json
+from further_dagster.engine.backends.slurm import spec_json
 from further_dagster.errors import FurtherError
 from further_dagster.slurm import SlurmSpec, cancel, merge, slurm_state, submit_with_fallbacks
 from further_dagster.slurm.command import run_command

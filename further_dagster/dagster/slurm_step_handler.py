@@ -50,7 +50,7 @@ from further_dagster.dagster.step_modes import STEP_MODE_ENV
 from further_dagster.dagster.worker import MODULE as WORKER_MODULE
 from further_dagster.engine.compute import is_stored
 from further_dagster.engine.modes import Mode, effective_mode
-from further_dagster.engine.slurm_mode import SlurmSettings, cell_spec, spec_json
+from further_dagster.engine.backends.slurm import SlurmSettings, cell_spec, spec_json
 from further_dagster.errors import FurtherError, SlurmSubmissionError
 from further_dagster.slurm import SlurmSpec, cancel, merge, slurm_state, submit_with_fallbacks
 from further_dagster.slurm.command import run_command

@@ -11,7 +11,7 @@ from typing import Any
 
 from further_dagster.dagster.slurm_config import ARRAY_TAG_PREFIX
 from further_dagster.engine.modes import Mode, parse_mode
-from further_dagster.engine.slurm_mode import SlurmSettings, Submission
+from further_dagster.engine.backends.slurm import SlurmSettings, Submission
 
 __all__ = ["MODE_TAG", "STEP_MODE_ENV", "run_mode", "step_mode", "step_slurm_settings"]
 

@@ -21,7 +21,7 @@ from further_dagster.errors import CellComputeError, FurtherError
 from further_dagster.store import ArtifactStore, Outcome
 
 if TYPE_CHECKING:  # submitit is imported only when a SLURM instance runs
-    from further_dagster.engine.slurm_mode import SlurmPool, SlurmSettings
+    from further_dagster.engine.backends.slurm import SlurmPool, SlurmSettings
 
 log = logging.getLogger("further")
 
@@ -56,14 +56,14 @@ def _pool(mode: Mode, workers: int, store: ArtifactStore) -> cf.Executor:
             max_workers=workers, mp_context=multiprocessing.get_context("spawn")
         )
     if mode is Mode.DASK:
-        from further_dagster.engine.dask_mode import DaskPool
+        from further_dagster.engine.backends.dask import DaskPool
 
         return DaskPool(store, workers)
     raise FurtherError(f"no pool for mode {mode.value}")  # INLINE and SLURM never get here
 
 
 def _dask_ensure(store_root: str, inst: Instance) -> Outcome:
-    from further_dagster.engine.dask_mode import ensure_on_worker
+    from further_dagster.engine.backends.dask import ensure_on_worker
 
     return ensure_on_worker(store_root, inst)
 
@@ -173,7 +173,7 @@ def run_missing(
                 running[fut] = key
             if wave:
                 if slurm_pool is None:
-                    from further_dagster.engine.slurm_mode import SlurmPool
+                    from further_dagster.engine.backends.slurm import SlurmPool
 
                     slurm_pool = SlurmPool(store, slurm)
                     pools[Mode.SLURM] = slurm_pool

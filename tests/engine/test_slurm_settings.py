@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from further_dagster import Cell, Project
-from further_dagster.engine.slurm_mode import SlurmSettings, cell_spec, spec_for, spec_json
+from further_dagster.engine.backends.slurm import SlurmSettings, cell_spec, spec_for, spec_json
 from further_dagster.errors import SlurmJobError
 from further_dagster.slurm import SlurmSpec
 

@@ -10,7 +10,7 @@ import pytest
 
 from further_dagster import Session
 from further_dagster.engine import Mode, run_missing
-from further_dagster.engine.slurm_mode import SlurmSettings, Submission
+from further_dagster.engine.backends.slurm import SlurmSettings, Submission
 from further_dagster.errors import CellComputeError
 from tests.engine import cells  # noqa: F401  (registers engine_demo)
 
