@@ -109,8 +109,12 @@ def bench_cli(n: int, root: Path) -> dict[str, float]:
         if proc.returncode != 0:
             raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
         starts.append((proc.stdout + proc.stderr).count(" - STEP_START - "))
-    return {"first_s": timings[0], "cached_s": timings[1], "first_steps": starts[0],
-            "cached_steps": starts[1]}
+    return {
+        "first_s": timings[0],
+        "cached_s": timings[1],
+        "first_steps": starts[0],
+        "cached_steps": starts[1],
+    }
 
 
 def main() -> None:
@@ -123,14 +127,18 @@ def main() -> None:
         # Once-per-process costs (provenance facts, imports) are paid here, not per cell.
         bench_session(3, root / "warmup")
         print("(a) cached Session.call per instance, (b) overhead per computed cell\n")
-        print("| cells | (a) cached us/inst | stat baseline us | ratio | "
-              "(b) computed ms/cell | atomic-write baseline ms | ratio |")
+        print(
+            "| cells | (a) cached us/inst | stat baseline us | ratio | "
+            "(b) computed ms/cell | atomic-write baseline ms | ratio |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n in (10, 100, 1000):
             r = bench_session(n, root / f"s{n}")
-            print(f"| {n} | {r['cached_us']:.1f} | {r['stat_us']:.1f} | "
-                  f"{r['cached_us'] / r['stat_us']:.1f}x | {r['computed_ms']:.2f} | "
-                  f"{r['write_ms']:.3f} | {r['computed_ms'] / r['write_ms']:.1f}x |")
+            print(
+                f"| {n} | {r['cached_us']:.1f} | {r['stat_us']:.1f} | "
+                f"{r['cached_us'] / r['stat_us']:.1f}x | {r['computed_ms']:.2f} | "
+                f"{r['write_ms']:.3f} | {r['computed_ms'] / r['write_ms']:.1f}x |"
+            )
         if not args.skip_cli:
             n = args.cli_cells
             c = bench_cli(n, root / "cli")
@@ -138,8 +146,10 @@ def main() -> None:
             print("| run | wall s | steps started | ratio to first |")
             print("|---|---:|---:|---:|")
             print(f"| first (computes) | {c['first_s']:.1f} | {c['first_steps']} | 1.00 |")
-            print(f"| second (all cached) | {c['cached_s']:.1f} | {c['cached_steps']} | "
-                  f"{c['cached_s'] / c['first_s']:.3f} |")
+            print(
+                f"| second (all cached) | {c['cached_s']:.1f} | {c['cached_steps']} | "
+                f"{c['cached_s'] / c['first_s']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

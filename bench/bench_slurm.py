@@ -89,9 +89,10 @@ def bench_dagster(root: Path, array: bool, instance: Any) -> dict[str, Any]:
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     from bench import slurm_sweep
+    from further_dagster.dagster import location_of
 
     key = dg.AssetKey(["bench_sweep", "point"])
-    keys = slurm_sweep.defs.further_compiled.asset_by_key[key].partitions.keys
+    keys = location_of(slurm_sweep.defs).asset_by_key[key].partitions.keys
     tags = {
         "dagster/asset_partition_range_start": keys[0],
         "dagster/asset_partition_range_end": keys[-1],

@@ -11,22 +11,29 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from further_dagster.dagster.location import Location
 
 
-def _compiled(module: str, attribute: str):  # type: ignore[no-untyped-def]
+def _location(module: str, attribute: str) -> Location:
+    from further_dagster.dagster import location_of
+
     sys.path.insert(0, ".")
     defs = getattr(importlib.import_module(module), attribute)
-    compiled = getattr(defs, "further_compiled", None)
-    if compiled is None:
+    location = location_of(defs)
+    if location is None:
         raise SystemExit(f"{module}.{attribute} was not made by further_dagster.build_definitions")
-    return compiled
+    return location
 
 
 def partition_range(module: str, attribute: str = "defs") -> str:
-    compiled = _compiled(module, attribute)
+    """FIRST...LAST of the code location's one partitions definition."""
+    location = _location(module, attribute)
     sets = {
         a.partitions.name: a.partitions
-        for a in compiled.asset_by_key.values()
+        for a in location.asset_by_key.values()
         if a.partitions is not None
     }
     if not sets:

@@ -12,6 +12,12 @@ class FurtherError(Exception):
     """Base class of every error raised by further_dagster."""
 
 
+class ConfigurationError(FurtherError):
+    """A setting (a `FURTHER_*` environment variable or the constructor argument it defaults)
+    has a value that is not allowed; the message names the setting, the value given and what is
+    allowed (see `further_dagster.settings`)."""
+
+
 # --- definition and load time -------------------------------------------------------------
 
 
@@ -105,3 +111,8 @@ class SlurmSubmissionError(FurtherError):
 
 class SlurmJobError(FurtherError):
     """A Slurm job failed, was cancelled, preempted past its limit or timed out."""
+
+
+class UnknownPartitionError(FurtherError):
+    """A run asks for a partition the cell's asset does not have (the partitions follow the
+    cells' logic keys: reload the code location after a change)."""

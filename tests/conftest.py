@@ -33,7 +33,12 @@ def postgres_server(tmp_path_factory):
     from further_dagster.testing.postgres import PG_BIN_DIR, running_postgres
 
     if not (PG_BIN_DIR / "initdb").exists():
-        pytest.skip(f"no PostgreSQL binaries in {PG_BIN_DIR} (set FURTHER_PG_BIN)")
+        # `make test` installs them first (make system-deps): a skip here would hide a broken CI.
+        pytest.fail(
+            f"no PostgreSQL binaries in {PG_BIN_DIR}: run `make system-deps` as root, or "
+            "apt-get install postgresql-15, or point FURTHER_PG_BIN at a PostgreSQL 15 bin dir",
+            pytrace=False,
+        )
     with running_postgres(tmp_path_factory.mktemp("pg"), dbname="dagster_template") as pg:
         overrides = {"storage": {"postgres": {"postgres_db": pg.dagster_storage_config()}}}
         with dg.instance_for_test(overrides=overrides):

@@ -1,6 +1,7 @@
 """The pure core: cells, projects, parameters, the definition graph, instances and logic keys.
 
 Imports only the standard library and pydantic: no dagster, no submitit, no file writes.
+`names` is the identifier rule the store shares, `keys` the logic and structural keys.
 """
 
 from further_dagster.core.cell import Cell, Contributions, Req
@@ -17,12 +18,14 @@ from further_dagster.core.freshness import (
 )
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.hashing import digest, encode
-from further_dagster.core.instances import CallContext, Instance, Resolver, logic_key, walk
+from further_dagster.core.instances import CallContext, Instance, Resolver, walk
+from further_dagster.core.keys import logic_key, structural_key
 from further_dagster.core.params import VAR, Opts, ProjectParams, Specs
-from further_dagster.core.project import Project, get_project, resolve_cell
-from further_dagster.core.resource import ResourceCell, file_release, structural_key
+from further_dagster.core.project import REGISTRY, Project, get_project, resolve_cell
+from further_dagster.core.resource import ResourceCell, file_release
 
 __all__ = [
+    "REGISTRY",
     "VAR",
     "CallContext",
     "Cell",

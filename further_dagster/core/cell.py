@@ -15,8 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from further_dagster.core.names import (
+    RESERVED_CONTRIBUTION_NAMES,
+    RESULT_ATTRIBUTE_NAMES,
+    STORE_RECORD_NAMES,
+    check_identifier,
+)
 from further_dagster.core.params import VAR, Opts, Specs
-from further_dagster.core.project import Project, check_identifier
+from further_dagster.core.project import Project
 from further_dagster.errors import CellDefinitionError, ContributionError
 
 
@@ -43,12 +49,6 @@ class Req:
         name = self.target if isinstance(self.target, str) else self.target.full_name
         args = "".join(f", {k}={v!r}" for k, v in self.values.items())
         return f"Req({name!r}{args})"
-
-
-# key/specs/cell/to_dict/get are attributes of results; manifest/provenance are store files.
-RESERVED_CONTRIBUTION_NAMES = frozenset(
-    {"key", "specs", "cell", "to_dict", "get", "manifest", "provenance"}
-)
 
 
 class Contributions:
@@ -266,7 +266,8 @@ def _validate_declaration(cls: type[Cell], where: str) -> None:
         if contribution in RESERVED_CONTRIBUTION_NAMES:
             raise CellDefinitionError(
                 f"{where}: contribution name {contribution!r} is reserved (results expose "
-                f"{sorted(RESERVED_CONTRIBUTION_NAMES)} as attributes); rename it."
+                f"{sorted(RESULT_ATTRIBUTE_NAMES)} as attributes, and the store writes "
+                f"{sorted(STORE_RECORD_NAMES)} records beside the contributions); rename it."
             )
     if not isinstance(cls.req_cells, Mapping):
         raise CellDefinitionError(f"{where}.req_cells must be a dict of name -> Req(...)")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -225,16 +224,6 @@ class DateRange(Freshness):
 # --- constructors --------------------------------------------------------------------------
 
 
-def _declared_in() -> str:
-    """' (in module.Class)' when called from a class body, so errors name the cell."""
-    frame = sys._getframe(2)
-    qualname = frame.f_locals.get("__qualname__")
-    module = frame.f_locals.get("__module__")
-    if isinstance(qualname, str) and isinstance(module, str):
-        return f" in {module}.{qualname}"
-    return ""
-
-
 def latest() -> Latest:
     """Always call get_release(): use the most recent release."""
     return Latest()
@@ -258,7 +247,7 @@ def _shelf_life(value: Any, where: str) -> dt.timedelta:
 def current(shelf_life: dt.timedelta | float) -> Current:
     """Reuse the last observed release if observed within `shelf_life` (a timedelta or seconds,
     positive) and stored; otherwise call get_release()."""
-    return Current(_shelf_life(shelf_life, _declared_in()))
+    return Current(_shelf_life(shelf_life, ""))
 
 
 def present() -> Present:
@@ -270,7 +259,7 @@ def release(pin: str) -> Release:
     """Exactly the release `pin` (a stored one, or the current one)."""
     if not isinstance(pin, str) or not pin:
         raise ReleaseError(
-            f"release(pin={pin!r}){_declared_in()}: a pin is a non-empty release string, as "
+            f"release(pin={pin!r}): a pin is a non-empty release string, as "
             "recorded in provenance (Session.releases(result)) or shown in Dagster metadata."
         )
     return Release(pin)
@@ -303,11 +292,10 @@ def _instant(value: Any, *, end: bool, where: str) -> dt.datetime:
 def date_range(start: dt.datetime | dt.date | str, end: dt.datetime | dt.date | str) -> DateRange:
     """A stored release observed between `start` and `end` (inclusive; a date `end` covers that
     whole day; naive datetimes are UTC)."""
-    where = _declared_in()
-    lo, hi = _instant(start, end=False, where=where), _instant(end, end=True, where=where)
+    lo, hi = _instant(start, end=False, where=""), _instant(end, end=True, where="")
     if lo > hi:
         raise ReleaseError(
-            f"date_range({start!r}, {end!r}){where}: the start is after the end; swap them."
+            f"date_range({start!r}, {end!r}): the start is after the end; swap them."
         )
     return DateRange(lo, hi)
 

@@ -1,4 +1,4 @@
-"""Instances: cells with every parameter resolved, and their logic keys.
+"""Instances: cells with every parameter resolved (the Instance Tree), keyed by `keys.logic_key`.
 
 Resolution order for one instance's Specs, later wins:
     Specs defaults < subscribed project params < the caller's req_cells edge values
@@ -9,16 +9,14 @@ a plan is known before anything runs.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import metadata
 from typing import Any
 
 from further_dagster.core.cell import Cell
 from further_dagster.core.graph import DefinitionGraph
-from further_dagster.core.hashing import digest, digest_encoded, encode
+from further_dagster.core.hashing import encode
+from further_dagster.core.keys import STRUCTURAL_RELEASE, logic_key
 from further_dagster.core.params import VAR, M, Opts, ProjectParams, Specs, build_model, expand
 
 
@@ -86,15 +84,8 @@ def walk(roots: list[Instance]) -> list[Instance]:
     return order
 
 
-@cache
-def library_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not-installed"
-
-
-ReleaseResolver = Callable[[type[Cell], Specs], str]
+ReleaseLookup = Callable[[type[Cell], Specs], str]
+"""`lookup(cell, specs) -> release` of a resource instance (the engine's ReleaseResolver is one)."""
 
 
 @dataclass
@@ -104,20 +95,89 @@ class CallContext:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # project -> values
     specs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "p.cell" -> values
     opts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "p.cell" -> values
-    release_resolver: ReleaseResolver | None = None
+    release_resolver: ReleaseLookup | None = None
+
+
+_CacheKey = tuple[type[Cell], bytes]
+
+
+class _EdgePlan:
+    """What a cell's req_cells ask for, in declaration order; built once per cell and resolver.
+
+    `shape` gives, per edge, None (one dependency) or the number of swept combinations;
+    `targets[i]` and `values[i]` are the i-th dependency those expand to, and `keys[i]` its
+    cache key. Parallel lists rather than one object per dependency: a sweep of 100,000 points
+    would otherwise add 100,000 objects for the garbage collector to traverse.
+    """
+
+    __slots__ = ("shape", "targets", "values", "keys")
+
+    def __init__(self, cell: type[Cell], targets: Mapping[str, type[Cell]]) -> None:
+        self.shape: list[tuple[str, int | None]] = []
+        self.targets: list[type[Cell]] = []
+        self.values: list[Mapping[str, Any]] = []
+        for edge, req in cell.req_cells.items():
+            target = targets[edge]
+            if req.swept:
+                combos = expand(req.values)
+                self.shape.append((edge, len(combos)))
+                self.targets.extend([target] * len(combos))
+                self.values.extend(combos)
+            else:
+                self.shape.append((edge, None))
+                self.targets.append(target)
+                self.values.append(req.values)
+        # Encoded only when first visited, as the recursive resolver did, so an edge value
+        # that cannot be encoded fails after the edges before it were resolved.
+        self.keys: list[_CacheKey | None] = [None] * len(self.targets)
+
+
+class _Pending:
+    """An instance being resolved: Specs and Opts known, dependencies resolved so far."""
+
+    __slots__ = ("cell", "cache_key", "specs", "opts", "plan", "resolved")
+
+    def __init__(
+        self, cell: type[Cell], cache_key: _CacheKey, specs: Specs, opts: Opts, plan: _EdgePlan
+    ) -> None:
+        self.cell = cell
+        self.cache_key = cache_key
+        self.specs = specs
+        self.opts = opts
+        self.plan = plan
+        self.resolved: list[Instance] = []
+
+
+_EMPTY = encode({})
+
+
+def _cache_key(
+    cell: type[Cell], values: Mapping[str, Any], root_opts: Mapping[str, Any] | None
+) -> _CacheKey:
+    if values or root_opts:
+        return (cell, encode(dict(values)) + (encode(dict(root_opts)) if root_opts else _EMPTY))
+    return (cell, b"")
 
 
 class Resolver:
-    """Turns (cell, values) into Instances within one CallContext, sharing equal sub-instances."""
+    """Turns (cell, values) into Instances within one CallContext, sharing equal sub-instances.
+
+    Resolution walks the dependency graph depth first, each edge in declaration order, with an
+    explicit stack rather than recursion, so a chain of any length resolves without touching
+    the interpreter's recursion limit. Instances are cached by (cell, encoded values) and shared
+    by logic key.
+    """
 
     def __init__(self, graph: DefinitionGraph, context: CallContext | None = None) -> None:
         self.graph = graph
         self.context = context or CallContext()
         self._project_params: dict[str, ProjectParams] = {}
-        self._cache: dict[tuple[type[Cell], bytes], Instance] = {}
+        self._cache: dict[_CacheKey, Instance] = {}
         self._by_key: dict[str, Instance] = {}
+        self._plans: dict[type[Cell], _EdgePlan] = {}
 
     def project_params(self, project_name: str) -> ProjectParams:
+        """The validated project params of `project_name` in this call context."""
         params = self._project_params.get(project_name)
         if params is None:
             project = self.graph.projects[project_name]
@@ -135,17 +195,50 @@ class Resolver:
         *,
         root_opts: Mapping[str, Any] | None = None,
     ) -> Instance:
-        """The instance of `cell` given edge (or root) `values`; no VAR allowed here."""
+        """The instance of `cell` given edge (or root) `values`; no VAR allowed here.
+
+        Raises:
+            SpecsValidationError: Specs, Opts or project params of some instance are invalid.
+        """
         values = values or {}
-        if values or root_opts:
-            cache_key = (cell, encode(dict(values)) + encode(dict(root_opts or {})))
-        else:
-            cache_key = (cell, b"")
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            return cached
-        if sys.getrecursionlimit() < 20000:
-            sys.setrecursionlimit(20000)  # a chain of thousands of cells resolves recursively
+        cache_key = _cache_key(cell, values, root_opts)
+        cache = self._cache
+        found = cache.get(cache_key)
+        if found is not None:
+            return found
+        stack = [self._open(cell, cache_key, values, root_opts)]
+        while True:
+            top = stack[-1]
+            plan = top.plan
+            keys = plan.keys
+            resolved = top.resolved
+            at = len(resolved)
+            while at < len(keys):
+                key = keys[at]
+                if key is None:
+                    key = keys[at] = _cache_key(plan.targets[at], plan.values[at], None)
+                found = cache.get(key)
+                if found is None:
+                    break
+                resolved.append(found)
+                at += 1
+            else:
+                stack.pop()
+                inst = self._close(top)
+                if not stack:
+                    return inst
+                stack[-1].resolved.append(inst)
+                continue
+            stack.append(self._open(plan.targets[at], key, plan.values[at], None))
+
+    def _open(
+        self,
+        cell: type[Cell],
+        cache_key: _CacheKey,
+        values: Mapping[str, Any],
+        root_opts: Mapping[str, Any] | None,
+    ) -> _Pending:
+        """Validate the Specs and Opts of a new instance; its dependencies come next."""
         merged: dict[str, Any] = {}
         if cell.project_params:
             pp = self.project_params(cell.project.name)
@@ -159,22 +252,31 @@ class Resolver:
         addressed_opts = self.context.opts.get(cell.full_name)
         opts_values = {**(addressed_opts or {}), **(root_opts or {})}
         opts = _defaults(cell.Opts, cell.full_name, opts_values, "Opts")
+        plan = self._plans.get(cell)
+        if plan is None:
+            plan = self._plans[cell] = _EdgePlan(cell, self.graph.targets[cell])
+        return _Pending(cell, cache_key, specs, opts, plan)
 
+    def _close(self, pending: _Pending) -> Instance:
+        """Every dependency is resolved: the release, the keys, the shared Instance."""
+        cell, specs = pending.cell, pending.specs
         deps: dict[str, Instance | tuple[Instance, ...]] = {}
-        targets = self.graph.targets[cell]
-        for edge, req in cell.req_cells.items():
-            target = targets[edge]
-            if req.swept:
-                deps[edge] = tuple(self.instance(target, combo) for combo in expand(req.values))
+        resolved = pending.resolved
+        at = 0
+        for edge, count in pending.plan.shape:
+            if count is None:
+                deps[edge] = resolved[at]
+                at += 1
             else:
-                deps[edge] = self.instance(target, req.values)
+                deps[edge] = tuple(resolved[at : at + count])
+                at += count
 
         release = None
         if cell.is_resource:
             if self.context.release_resolver is None:
                 raise RuntimeError(f"{cell.full_name} is a resource cell but no release resolver")
-            release = self.context.release_resolver(cell, specs)  # type: ignore[arg-type]
-        key = logic_key(cell, specs, deps, release)  # type: ignore[arg-type]
+            release = self.context.release_resolver(cell, specs)
+        key = logic_key(cell, specs, deps, release)
         inst = self._by_key.get(key)
         if inst is None:
             if release is None and all(d.skey == d.key for d in _flat(deps)):
@@ -186,23 +288,21 @@ class Resolver:
                     deps,
                     STRUCTURAL_RELEASE if cell.is_resource else None,
                     structural=True,
-                )  # type: ignore[arg-type]
+                )
             inst = Instance(
                 cell,
                 specs,
-                opts,
+                pending.opts,
                 deps,
                 key,
                 release,
-                skey,  # type: ignore[arg-type]
+                skey,
                 _collect_releases(deps, release, cell, key),
             )
             self._by_key[key] = inst
-        self._cache[cache_key] = inst
+        self._cache[pending.cache_key] = inst
         return inst
 
-
-STRUCTURAL_RELEASE = "<release>"
 
 _NO_RELEASES: Mapping[str, str] = {}
 
@@ -231,10 +331,10 @@ def _defaults(model: type[M], where: str, values: Mapping[str, Any], what: str) 
     """Validate `values` into `model`; the all-defaults model (frozen) is built only once."""
     if values:
         return build_model(model, values, where=where, what=what)
-    found = _DEFAULT_MODELS.get(model)
+    found: M | None = _DEFAULT_MODELS.get(model)
     if found is None:
         found = _DEFAULT_MODELS[model] = build_model(model, {}, where=where, what=what)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _flat(deps: Mapping[str, Instance | tuple[Instance, ...]]) -> Iterator[Instance]:
@@ -243,92 +343,6 @@ def _flat(deps: Mapping[str, Instance | tuple[Instance, ...]]) -> Iterator[Insta
             yield from dep
         else:
             yield dep
-
-
-def logic_key(
-    cell: type[Cell],
-    specs: Specs,
-    deps: Mapping[str, Instance | tuple[Instance, ...]],
-    release: str | None,
-    *,
-    structural: bool = False,
-) -> str:
-    """DESIGN.md section 4: project, cell, logic_version, Specs, dependency keys, release and
-    tracked library versions; nothing else (no Opts, run ids, paths, timestamps, policies).
-
-    `structural=True` hashes the dependencies' structural keys instead of their logic keys.
-    """
-    attr = "skey" if structural else "key"
-    dep_keys = {
-        edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple) else getattr(dep, attr)
-        for edge, dep in deps.items()
-    }
-    # This is encode() of the payload dict {"logic_version", "cell", "deps", "specs", "project",
-    # "release"?, "libraries"?}, written out in its canonical (sorted-key) order because it is
-    # the hot path of every cached lookup; test_keys pins that both spellings agree.
-    parts = [
-        _key_prefix(cell),
-        b"s4:deps",
-        encode(dep_keys),
-        b"s5:specs",
-        encode(specs.__dict__),
-        _PROJECT_FIELD,
-        encode(cell.project.name),
-    ]
-    count = 5
-    if release is not None:
-        parts += [_RELEASE_FIELD, encode(release)]
-        count += 1
-    if cell.track_libraries:
-        parts += [
-            b"s9:libraries",
-            encode({lib: library_version(lib) for lib in cell.track_libraries}),
-        ]
-        count += 1
-    return digest_encoded(b"d%d{" % count + b"".join(parts) + b"}")
-
-
-_PROJECT_FIELD = encode("project")
-_RELEASE_FIELD = encode("release")
-_PREFIXES: dict[tuple[type[Cell], Any], bytes] = {}
-
-
-def _key_prefix(cell: type[Cell]) -> bytes:
-    """Encoded "logic_version" and "cell" entries, which come first in the sorted payload."""
-    found = _PREFIXES.get((cell, cell.logic_version))
-    if found is None:
-        found = (
-            encode("logic_version")
-            + encode(cell.logic_version)
-            + encode("cell")
-            + encode(cell.name)
-        )
-        _PREFIXES[(cell, cell.logic_version)] = found
-    return found
-
-
-def reference_logic_key(
-    cell: type[Cell],
-    specs: Specs,
-    deps: Mapping[str, Instance | tuple[Instance, ...]],
-    release: str | None,
-) -> str:
-    """The plain-dict spelling of logic_key, kept to prove the fast one encodes the same."""
-    payload: dict[str, Any] = {
-        "project": cell.project.name,
-        "cell": cell.name,
-        "logic_version": cell.logic_version,
-        "specs": dict(specs),
-        "deps": {
-            edge: [d.key for d in dep] if isinstance(dep, tuple) else dep.key
-            for edge, dep in deps.items()
-        },
-    }
-    if release is not None:
-        payload["release"] = release
-    if cell.track_libraries:
-        payload["libraries"] = {lib: library_version(lib) for lib in cell.track_libraries}
-    return digest(payload)
 
 
 def split_session_values(values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -353,4 +367,4 @@ def split_session_values(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return combos
 
 
-__all__ = ["VAR", "CallContext", "Instance", "Resolver", "logic_key", "walk"]
+__all__ = ["VAR", "CallContext", "Instance", "ReleaseLookup", "Resolver", "walk"]

@@ -1,49 +1,166 @@
-"""Projects: a namespace of cells with a version, a description and project-level parameters."""
+"""Projects: a namespace of cells with a version, a description and project-level parameters,
+and the registry that finds them by name.
+
+`REGISTRY` holds every project defined in this process, so "project.cell" strings resolve
+without passing projects around. A second project with a name already registered is an error
+(`DuplicateNameError`), unless it asks to replace the first with `replace=True`, as a notebook
+cell that is run again does. Tests isolate themselves with `REGISTRY.isolated()` (or the
+`further_registry` pytest fixture), which puts back the projects and cells of before.
+"""
 
 from __future__ import annotations
 
-import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from further_dagster.core.names import check_identifier
 from further_dagster.core.params import ProjectParams
 from further_dagster.errors import DuplicateNameError, InvalidNameError, UnknownCellError
 
 if TYPE_CHECKING:
     from further_dagster.core.cell import Cell
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Projects by name, so "project.cell" strings resolve without passing projects around.
-_PROJECTS: dict[str, Project] = {}
-# Bumped whenever a project or cell is (re)defined, so caches of resolved plans know to drop.
-_GENERATION = [0]
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """The registry's projects, each with the cells it had, at one moment (see `restore`)."""
+
+    projects: Mapping[str, tuple[Project, Mapping[str, type[Cell]]]]
+
+
+class Registry:
+    """The projects of this process by name, and a generation counter.
+
+    The counter changes whenever a project or cell is defined or redefined, or the registry is
+    restored, so caches of resolved plans (a Session's) know to drop; it never goes back, so a
+    restored registry is never mistaken for the one a cache was built against.
+    """
+
+    def __init__(self) -> None:
+        self._projects: dict[str, Project] = {}
+        self._generation = 0
+        self._lock = threading.RLock()
+
+    @property
+    def generation(self) -> int:
+        """The current generation (see the class docstring)."""
+        return self._generation
+
+    def bump(self) -> None:
+        """Note that a definition changed: caches keyed by the generation are stale."""
+        with self._lock:
+            self._generation += 1
+
+    def add(self, project: Project, *, replace: bool = False) -> None:
+        """Register `project` under its name.
+
+        Raises:
+            DuplicateNameError: another project has that name and `replace` is false.
+        """
+        with self._lock:
+            previous = self._projects.get(project.name)
+            if previous is not None and previous is not project and not replace:
+                raise DuplicateNameError(_duplicate_message(previous))
+            self._projects[project.name] = project
+            self._generation += 1
+
+    def get(self, name: str) -> Project:
+        """The project called `name`.
+
+        Raises:
+            UnknownCellError: no such project is defined; the message lists the known ones.
+        """
+        try:
+            return self._projects[name]
+        except KeyError:
+            known = ", ".join(sorted(self._projects)) or "(none imported)"
+            raise UnknownCellError(
+                f"no project named {name!r}; known projects: {known}. Import the module that "
+                "defines it before calling it."
+            ) from None
+
+    def projects(self) -> dict[str, Project]:
+        """A copy of the registry: name -> project."""
+        return dict(self._projects)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._projects
+
+    def snapshot(self) -> RegistrySnapshot:
+        """The projects and their cells now, to `restore` later."""
+        with self._lock:
+            return RegistrySnapshot(
+                {name: (p, dict(p.cells)) for name, p in self._projects.items()}
+            )
+
+    def restore(self, snapshot: RegistrySnapshot) -> None:
+        """Put back the projects of `snapshot`, each with exactly the cells it had then.
+
+        Projects defined since are forgotten and cells added since to a snapshotted project are
+        removed; the generation moves forward, never back.
+        """
+        with self._lock:
+            self._projects = {name: project for name, (project, _) in snapshot.projects.items()}
+            for project, cells in snapshot.projects.values():
+                if project.cells != cells:
+                    project.cells.clear()
+                    project.cells.update(cells)
+            self._generation += 1
+
+    @contextmanager
+    def isolated(self) -> Iterator[Registry]:
+        """Within the block, define projects freely; on exit the registry is as before.
+
+        A module imported inside the block registers its projects only then: they vanish on
+        exit while the module stays imported, so import such modules before entering.
+        """
+        saved = self.snapshot()
+        try:
+            yield self
+        finally:
+            self.restore(saved)
+
+
+def _duplicate_message(previous: Project) -> str:
+    modules = sorted({cell.__module__ for cell in previous.cells.values()})
+    where = f" (its cells come from {', '.join(modules)})" if modules else ""
+    return (
+        f"a project named {previous.name!r} is already defined{where}; project names must be "
+        "unique in a process. Rename the new one, or, to redefine the project on purpose (e.g. "
+        f"when re-running a notebook cell), write Project({previous.name!r}, ..., replace=True)."
+    )
+
+
+REGISTRY = Registry()
+"""The registry of this process."""
 
 
 def generation() -> int:
     """A counter that changes whenever any project or cell is defined or redefined."""
-    return _GENERATION[0]
-
-
-def check_identifier(kind: str, name: str, *, fix: str) -> str:
-    """Names become directory names in the store: only plain identifiers are allowed."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        raise InvalidNameError(
-            f"{kind} name {name!r} is not a plain identifier (letters, digits, underscores, not "
-            f"starting with a digit); such names become store directories and must not escape "
-            f"them. {fix}"
-        )
-    return name
+    return REGISTRY.generation
 
 
 class Project:
     """A namespace of cells.
 
     Args:
-        name: identifier, the asset key prefix and Dagster group of its cells.
+        name: identifier, the asset key prefix and Dagster group of its cells; unique among
+            the projects of a process.
         version: the project's interface version (informational; keys come from cells).
         description: shown in Dagster.
         params: a `ProjectParams` subclass; cells subscribe to its fields with
             `project_params = ("field", ...)` and receive the session's value (or the default).
+        replace: redefine the project called `name` if one exists (its cells are then no longer
+            found by name), instead of raising `DuplicateNameError`: for a notebook cell that is
+            run again.
+
+    Raises:
+        InvalidNameError: `name` is not a plain identifier, or `params` is not a ProjectParams
+            subclass.
+        DuplicateNameError: a project called `name` exists and `replace` is false.
     """
 
     def __init__(
@@ -53,6 +170,7 @@ class Project:
         version: str = "1",
         description: str = "",
         params: type[ProjectParams] | None = None,
+        replace: bool = False,
     ) -> None:
         check_identifier("project", name, fix="Rename the project, e.g. 'my_analysis'.")
         if params is not None and not (
@@ -64,27 +182,20 @@ class Project:
         self.description = description
         self.params: type[ProjectParams] = params or ProjectParams
         self.cells: dict[str, type[Cell]] = {}
-        self._origin: str = self._caller_module()
-        previous = _PROJECTS.get(name)
-        if previous is not None and previous._origin != self._origin:
-            raise DuplicateNameError(
-                f"two projects are named {name!r} (defined in {previous._origin} and "
-                f"{self._origin}); project names must be unique, rename one of them."
-            )
-        _PROJECTS[name] = self
-        _GENERATION[0] += 1
-
-    @staticmethod
-    def _caller_module() -> str:
-        import sys
-
-        frame = sys._getframe(2)
-        return str(frame.f_globals.get("__name__", "?"))
+        REGISTRY.add(self, replace=replace)
 
     def __repr__(self) -> str:
         return f"Project({self.name!r}, version={self.version!r}, cells={sorted(self.cells)})"
 
     def register(self, cell: type[Cell]) -> None:
+        """Add `cell` to the project (called by `Cell.__init_subclass__`).
+
+        A class of the same module and qualified name replaces the previous one (a notebook
+        re-running a cell's class statement).
+
+        Raises:
+            DuplicateNameError: another class already has this cell name in the project.
+        """
         existing = self.cells.get(cell.name)
         if existing is not None and (existing.__module__, existing.__qualname__) != (
             cell.__module__,
@@ -96,10 +207,14 @@ class Project:
                 f"{cell.__module__}.{cell.__qualname__} another name= ."
             )
         self.cells[cell.name] = cell
-        _GENERATION[0] += 1
+        REGISTRY.bump()
 
     def cell(self, name: str) -> type[Cell]:
-        """The cell called `name` in this project."""
+        """The cell called `name` in this project.
+
+        Raises:
+            UnknownCellError: the project has no such cell; the message lists its cells.
+        """
         try:
             return self.cells[name]
         except KeyError:
@@ -109,23 +224,25 @@ class Project:
             ) from None
 
     def param_default(self, field: str) -> Any:
+        """The default value of the project parameter `field`."""
         return self.params.model_fields[field].get_default(call_default_factory=True)
 
 
 def get_project(name: str) -> Project:
-    """The project called `name` (it must have been imported)."""
-    try:
-        return _PROJECTS[name]
-    except KeyError:
-        known = ", ".join(sorted(_PROJECTS)) or "(none imported)"
-        raise UnknownCellError(
-            f"no project named {name!r}; known projects: {known}. Import the module that "
-            "defines it before calling it."
-        ) from None
+    """The project called `name` (it must have been imported).
+
+    Raises:
+        UnknownCellError: no such project; the message lists the known ones.
+    """
+    return REGISTRY.get(name)
 
 
 def resolve_cell(ref: str | type[Cell], *, default_project: str | None = None) -> type[Cell]:
-    """Resolve "project.cell", "cell" (within `default_project`) or a Cell class."""
+    """Resolve "project.cell", "cell" (within `default_project`) or a Cell class.
+
+    Raises:
+        UnknownCellError: the reference names no known project or cell.
+    """
     if isinstance(ref, type):
         return ref
     if not isinstance(ref, str):
@@ -141,4 +258,5 @@ def resolve_cell(ref: str | type[Cell], *, default_project: str | None = None) -
 
 
 def all_projects() -> dict[str, Project]:
-    return dict(_PROJECTS)
+    """Every registered project, by name."""
+    return REGISTRY.projects()

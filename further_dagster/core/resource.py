@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 from further_dagster.core.cell import Cell
 from further_dagster.core.freshness import Freshness, Latest
-from further_dagster.core.instances import STRUCTURAL_RELEASE, logic_key
 from further_dagster.core.params import Specs
 from further_dagster.errors import CellDefinitionError, ReleaseError
 
@@ -118,17 +117,6 @@ def _specs_text(specs: Any) -> str:
         return repr(specs)
 
 
-def structural_key(cell: type[Cell], specs: Specs) -> str:
-    """The resource instance's key with its release left out: stable across releases, it names
-    the instance's release history and its Dagster identity."""
-    return logic_key(cell, specs, {}, STRUCTURAL_RELEASE, structural=True)
-
-
-def release_key(cell: type[Cell], specs: Specs, release: str) -> str:
-    """The logic key of the resource instance at `release`."""
-    return logic_key(cell, specs, {}, release)
-
-
 def file_release(path: str | os.PathLike[str], *, content: bool = False) -> str:
     """A release for a file: its modification time (UTC, ns) and size, read with one stat; or,
     with `content=True`, a blake2b hash of its bytes (reads the file: for small files, or when
@@ -148,6 +136,4 @@ __all__ = [
     "ResourceCell",
     "call_get_release",
     "file_release",
-    "release_key",
-    "structural_key",
 ]

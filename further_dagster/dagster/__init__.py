@@ -4,21 +4,24 @@ The only layer that imports dagster.
 """
 
 from further_dagster.dagster.definitions import build_definitions
-from further_dagster.dagster.executor import SkipCachedExecutor, further_executor_def
-from further_dagster.dagster.modes import (
+from further_dagster.dagster.executor import (
     ModeExecutor,
     dask_executor,
+    further_executor_def,
     mode_executor_def,
     slurm_executor,
 )
-from further_dagster.dagster.resources import FurtherIOManager, FurtherStore
+from further_dagster.dagster.location import Location, location_of
+from further_dagster.dagster.resources import FurtherIOManager, FurtherResource
 from further_dagster.dagster.sensor import evaluate_releases, release_sensor
+from further_dagster.dagster.skip_cached import SkipCachedExecutor
 from further_dagster.dagster.slurm_launcher import SlurmRunLauncher
 from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
 
 __all__ = [
     "FurtherIOManager",
-    "FurtherStore",
+    "FurtherResource",
+    "Location",
     "ModeExecutor",
     "SkipCachedExecutor",
     "SlurmRunLauncher",
@@ -27,6 +30,7 @@ __all__ = [
     "dask_executor",
     "evaluate_releases",
     "further_executor_def",
+    "location_of",
     "mode_executor_def",
     "release_sensor",
     "slurm_executor",

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.events import AssetKeyPartitionKey
-from dagster._core.definitions.executor_definition import (  # noqa: F401
+from dagster._core.definitions.executor_definition import (
     _core_in_process_executor_creation,
     _core_multiprocess_executor_creation,
-    get_retries_config,
 )
 from dagster._core.definitions.observe import observe
 from dagster._core.events import (  # noqa: F401
@@ -31,7 +31,8 @@ from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.handle import StepHandle
 from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.retries import RetryMode  # noqa: F401
+from dagster._core.execution.retries import RetryMode
+from dagster._core.execution.retries import get_retries_config as _get_retries_config
 from dagster._core.executor.base import Executor
 from dagster._core.executor.step_delegating import StepDelegatingExecutor
 from dagster._core.executor.step_delegating.step_handler.base import (
@@ -48,7 +49,7 @@ from dagster._core.launcher import (
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
-from dagster._utils.error import SerializableErrorInfo
+from dagster_shared.error import SerializableErrorInfo
 
 __all__ = [
     # slurm launcher / executor / modes (issue 4)
@@ -79,6 +80,8 @@ __all__ = [
     "Executor",
     "PlanOrchestrationContext",
     "RetryMode",
+    "executor_config",
+    "get_retries_config",
     "inner_executor",
     "backfill_request",
     "log_run_event",
@@ -88,6 +91,11 @@ __all__ = [
 ]
 
 
+def get_retries_config() -> Any:
+    """The `retries` config field of Dagster's own executors."""
+    return _get_retries_config()
+
+
 def inner_executor(kind: str, config: Mapping[str, Any]) -> Executor:
     """Dagster's own in-process or multiprocess executor, built from its config dict."""
     if kind == "in_process":
@@ -95,7 +103,15 @@ def inner_executor(kind: str, config: Mapping[str, Any]) -> Executor:
     return _core_multiprocess_executor_creation(dict(config))
 
 
-def step_asset_keys(execution_plan: ExecutionPlan, job_def: Any) -> dict[str, list[Any]]:
+def executor_config(job_def: Any, run_config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The processed executor config of a run: its run config over the executor's schema
+    defaults and `configured` values (what the executor's init function receives)."""
+    resolved = ResolvedRunConfig.build(job_def, dict(run_config))
+    config: Mapping[str, Any] = resolved.execution.execution_engine_config or {}
+    return config
+
+
+def step_asset_keys(execution_plan: ExecutionPlan) -> dict[str, list[Any]]:
     """Step key -> the asset keys its outputs materialize."""
     found: dict[str, list[Any]] = {}
     for step in execution_plan.get_all_steps_in_topo_order():
@@ -168,11 +184,9 @@ def _step_handle(step_key: str | None) -> StepHandle | None:
 
 def backfill_request(
     asset_graph: Any, pairs: Sequence[tuple[Any, str | None]], tags: Mapping[str, str]
-) -> Any:
+) -> dg.RunRequest:
     """A sensor RunRequest that launches a backfill of exactly these (asset key, partition key)
     pairs (the way to request several partitions definitions at once)."""
-    import dagster as dg
-
     subset = AssetGraphSubset.from_asset_partition_set(
         {AssetKeyPartitionKey(key, pk) for key, pk in pairs}, asset_graph
     )

@@ -1,31 +1,36 @@
 """One software-defined asset per cell.
 
-The asset body resolves the instances of the requested partition(s), computes those whose logic
-key is not stored (and any missing upstream instance, so a partial selection still works), and
-records metadata that says what happened: logic key, specs, artifact path, cache hit or miss,
-make() duration, releases.
+The asset body resolves the instances of the requested partition(s), computes those that are
+missing (engine/plan.py: its own instances and any missing upstream instance they need, so a
+partial selection still works), and records metadata that says what happened: logic key, specs,
+artifact path, cache hit or miss, make() duration, releases.
 """
 
 import inspect
 import json
 import time
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from further_dagster.core.instances import Instance, walk
-from further_dagster.dagster.projection import CellAsset
-from further_dagster.dagster.registry import TOKEN_TAG, Compiled, asset_key_for
-from further_dagster.dagster.releases import resource_asset, run_freshness
-from further_dagster.dagster.resources import IO_MANAGER_KEY, FurtherStore, StoredCell
-from further_dagster.dagster.step_modes import step_mode, step_slurm_settings
-from further_dagster.engine.compute import is_stored
+from further_dagster.core.instances import Instance
+from further_dagster.dagster import tags as T
+from further_dagster.dagster.location import (
+    IO_MANAGER_KEY,
+    RESOURCE_KEY,
+    Location,
+    StepInstances,
+    asset_key_for,
+)
+from further_dagster.dagster.resources import FurtherResource, StoredCell
+from further_dagster.dagster.run_config import run_freshness, step_mode
 from further_dagster.engine.modes import Mode
+from further_dagster.engine.projection import CellAsset
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.errors import FurtherError
-
-KIND = "further"
 
 
 def _description(asset: CellAsset) -> str:
@@ -42,9 +47,10 @@ def _description(asset: CellAsset) -> str:
     return "\n".join(lines)
 
 
-def _partitions_defs(compiled: Compiled) -> dict[str, dg.StaticPartitionsDefinition]:
+def partitions_defs(location: Location) -> dict[str, dg.StaticPartitionsDefinition]:
+    """One StaticPartitionsDefinition per partition set of the projection."""
     defs: dict[str, dg.StaticPartitionsDefinition] = {}
-    for asset in compiled.projection.assets.values():
+    for asset in location.projection.assets.values():
         if asset.cell.is_resource:
             continue
         if asset.partitions is not None and asset.partitions.name not in defs:
@@ -52,102 +58,129 @@ def _partitions_defs(compiled: Compiled) -> dict[str, dg.StaticPartitionsDefinit
     return defs
 
 
-def instance_metadata(store_root: Any, inst: Instance, hit: bool, seconds: float) -> dict[str, Any]:
+def instance_metadata(
+    store_root: Path, inst: Instance, hit: bool, seconds: float
+) -> dict[str, Any]:
+    """The metadata of one instance's materialization (computed or cached)."""
     path = store_root / inst.cell.project.name / inst.cell.name / inst.key
     meta: dict[str, Any] = {
-        "further/logic_key": inst.key,
-        "further/cache": "hit" if hit else "miss",
-        "further/specs": dg.MetadataValue.json(inst.specs.model_dump(mode="json")),
-        "further/artifact_path": dg.MetadataValue.path(str(path)),
-        "further/make_seconds": float(round(seconds, 4)),
+        T.LOGIC_KEY: inst.key,
+        T.CACHE: "hit" if hit else "miss",
+        T.SPECS: dg.MetadataValue.json(inst.specs.model_dump(mode="json")),
+        T.ARTIFACT_PATH: dg.MetadataValue.path(str(path)),
+        T.MAKE_SECONDS: float(round(seconds, 4)),
     }
     releases = inst.releases()
     if releases:
-        meta["further/releases"] = dg.MetadataValue.json(releases)
+        meta[T.RELEASES] = dg.MetadataValue.json(releases)
     return meta
 
 
-def _materialize(
-    context: dg.AssetExecutionContext, further: FurtherStore, compiled: Compiled, asset: CellAsset
-) -> dg.Output[StoredCell]:
+def _failure(asset: CellAsset, exc: FurtherError) -> dg.Failure:
+    return dg.Failure(
+        description=str(exc),
+        metadata={
+            T.CELL_TAG: asset.cell.full_name,
+            T.TRACEBACK: dg.MetadataValue.text(getattr(exc, "remote_traceback", "") or ""),
+        },
+    )
+
+
+def _step_instances(
+    context: dg.AssetExecutionContext, location: Location, asset: CellAsset
+) -> StepInstances:
     key = asset_key_for(asset.cell)
     pks = list(context.partition_keys) if asset.partitions is not None else None
-    try:
-        freshness = run_freshness(compiled, context.run.tags, further.freshness)
-        by_partition = compiled.instances_for(key, pks, freshness=freshness)
-    except FurtherError as exc:
-        raise dg.Failure(
-            description=str(exc), metadata={"further/cell": asset.cell.full_name}
-        ) from exc
-    mine = [inst for insts in by_partition.values() for inst in insts]
-    store = further.store()
-    before = {inst.key: is_stored(store, inst) for inst in walk(mine)}
-    missing = [inst for inst in walk(mine) if not before[inst.key]]
-    upstream_missing = [i for i in missing if i.cell is not asset.cell and not i.cell.is_resource]
-    if upstream_missing:
+    run = context.run
+    freshness = (
+        run_freshness(location, run.tags, run.run_config) if location.has_resources else None
+    )
+    return location.step_instances({key: pks}, location.actual_instances(freshness))
+
+
+def _compute(
+    context: dg.AssetExecutionContext,
+    further: FurtherResource,
+    asset: CellAsset,
+    step: StepInstances,
+) -> RunReport:
+    """Run what the step is missing, in the step's mode; log what was not expected here."""
+    upstream = [i for i in step.missing if i.cell is not asset.cell and not i.cell.is_resource]
+    if upstream:
+        shown = ", ".join(i.label for i in upstream[:5])
+        more = f" and {len(upstream) - 5} more" if len(upstream) > 5 else ""
         context.log.warning(
-            f"{len(upstream_missing)} upstream instance(s) were not stored and are computed in "
-            f"this step: {', '.join(i.label for i in upstream_missing[:5])}"
+            f"{len(upstream)} upstream instance(s) were not stored and are computed in this "
+            f"step: {shown}{more}"
         )
-    for inst in missing:
+    for inst in step.missing:
         if inst.cell.is_resource:
             context.log.info(f"reading resource {inst.label} at release {inst.release}")
+    location = further.location
+    step_key = context.get_step_execution_context().step.key
+    mode = step_mode(location, context.run, step_key, context.job_def, further.mode)
+    slurm = None
+    if mode is Mode.SLURM:
+        from further_dagster.dagster.slurm_step_handler import fanout_settings
+
+        slurm = fanout_settings(context, location)
     report = RunReport()
-    started = time.perf_counter()
-    try:
-        run_missing(
-            store,
-            missing,
-            mode=(mode := step_mode(context, further.mode)),
-            max_workers=further.max_workers,
-            slurm=step_slurm_settings(context) if mode is Mode.SLURM else None,
-            report=report,
-        )
-    except FurtherError as exc:
-        raise dg.Failure(
-            description=str(exc),
-            metadata={
-                "further/cell": asset.cell.full_name,
-                "further/traceback": dg.MetadataValue.text(
-                    getattr(exc, "remote_traceback", "") or ""
-                ),
-            },
-        ) from exc
-    total = time.perf_counter() - started
-    outcomes = report.outcomes
+    run_missing(
+        location.store(),
+        step.missing,
+        mode=mode,
+        max_workers=further.max_workers,
+        slurm=slurm,
+        report=report,
+    )
+    return report
+
+
+def _output(
+    location: Location, asset: CellAsset, step: StepInstances, report: RunReport, seconds: float
+) -> dg.Output[StoredCell]:
+    """The step's output: a reference to the stored instances, with what happened to them."""
+    key = asset_key_for(asset.cell)
+    by_partition = step.by_asset[key]
+    fresh = {i.key for i in step.missing}
+    root = location.store().root
+    mine = [inst for insts in by_partition.values() for inst in insts]
+
+    def hit(inst: Instance) -> bool:
+        outcome = report.outcomes.get(inst.key)
+        return inst.key not in fresh or (outcome is not None and outcome.hit)
+
+    def seconds_of(inst: Instance) -> float:
+        outcome = report.outcomes.get(inst.key)
+        return outcome.duration_s if outcome is not None else 0.0
+
+    data_version = None
     if len(mine) == 1:
-        inst = mine[0]
-        outcome = outcomes.get(inst.key)
-        hit = before[inst.key] or (outcome is not None and outcome.hit)
-        metadata = instance_metadata(store.root, inst, hit, outcome.duration_s if outcome else 0.0)
+        (inst,) = mine
+        metadata = instance_metadata(root, inst, hit(inst), seconds_of(inst))
         data_version = dg.DataVersion(inst.key)
     else:
-        rows: list[dict[str, Any]] = []
-        for pk, insts in by_partition.items():
-            for inst in insts:
-                outcome = outcomes.get(inst.key)
-                rows.append(
-                    {
-                        "partition": pk,
-                        "logic_key": inst.key,
-                        "cache": "hit" if before[inst.key] or (outcome and outcome.hit) else "miss",
-                        "make_seconds": round(outcome.duration_s, 4) if outcome else 0.0,
-                        "specs": inst.specs.model_dump(mode="json"),
-                    }
-                )
+        rows: list[dict[str, Any]] = [
+            {
+                "partition": pk,
+                "logic_key": inst.key,
+                "cache": "hit" if hit(inst) else "miss",
+                "make_seconds": round(seconds_of(inst), 4),
+                "specs": inst.specs.model_dump(mode="json"),
+            }
+            for pk, insts in by_partition.items()
+            for inst in insts
+        ]
         hits = sum(r["cache"] == "hit" for r in rows)
         metadata = {
-            "further/instances": dg.MetadataValue.json(rows),
-            "further/cache": "hit" if hits == len(rows) else f"{len(rows) - hits} miss, {hits} hit",
-            "further/make_seconds": float(round(sum(r["make_seconds"] for r in rows), 4)),
-            "further/artifact_path": dg.MetadataValue.path(
-                str(store.root / asset.cell.project.name / asset.cell.name)
+            T.INSTANCES: dg.MetadataValue.json(rows),
+            T.CACHE: "hit" if hits == len(rows) else f"{len(rows) - hits} miss, {hits} hit",
+            T.MAKE_SECONDS: float(round(sum(r["make_seconds"] for r in rows), 4)),
+            T.ARTIFACT_PATH: dg.MetadataValue.path(
+                str(root / asset.cell.project.name / asset.cell.name)
             ),
         }
-        data_version = None
-    metadata["further/step_seconds"] = float(round(total, 4))
-    if report.computed:
-        context.log.info(f"{asset.cell.full_name}: {report.summary()}")
+    metadata[T.STEP_SECONDS] = float(round(seconds, 4))
     keys = {pk: [i.key for i in insts] for pk, insts in by_partition.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # data_version is "beta" in 1.13
@@ -156,59 +189,76 @@ def _materialize(
         )
 
 
-def cell_asset(
-    compiled: Compiled,
-    asset: CellAsset,
-    partitions_defs: dict[str, dg.StaticPartitionsDefinition],
-    backfill_policy: dg.BackfillPolicy | None,
-) -> dg.AssetsDefinition:
-    cell = asset.cell
+def _materialize(
+    context: dg.AssetExecutionContext, location: Location, asset: CellAsset
+) -> dg.Output[StoredCell]:
+    further: FurtherResource = getattr(context.resources, RESOURCE_KEY)
+    started = time.perf_counter()
+    try:
+        step = _step_instances(context, location, asset)
+        report = _compute(context, further, asset, step)
+    except FurtherError as exc:
+        raise _failure(asset, exc) from exc
+    if report.computed:
+        context.log.info(f"{asset.cell.full_name}: {report.summary()}")
+    return _output(location, asset, step, report, time.perf_counter() - started)
+
+
+def _upstream_deps(asset: CellAsset) -> list[dg.AssetDep]:
     deps = []
     for up_cell, mapping in asset.upstream.items():
         up_key = asset_key_for(up_cell)
         if mapping is None:
             deps.append(dg.AssetDep(up_key))
         else:
-            deps.append(
-                dg.AssetDep(
-                    up_key,
-                    partition_mapping=dg.StaticPartitionMapping(
-                        {k: v for k, v in mapping.items() if v}
-                    ),
-                )
-            )
-    partitions_def = partitions_defs[asset.partitions.name] if asset.partitions else None
-    op_tags: dict[str, Any] = {"further/cell": cell.full_name, TOKEN_TAG: compiled.token}
+            partition_mapping = dg.StaticPartitionMapping({k: v for k, v in mapping.items() if v})
+            deps.append(dg.AssetDep(up_key, partition_mapping=partition_mapping))
+    return deps
+
+
+def _definition_metadata(asset: CellAsset) -> dict[str, Any]:
+    cell = asset.cell
+    fields = cell.Specs.model_fields
+    defaults_known = all(not f.is_required() for f in fields.values())
+    return {
+        T.CELL_TAG: cell.full_name,
+        T.LOGIC_VERSION: str(cell.logic_version),
+        T.API_VERSION: str(cell.api_version),
+        T.CONTRIBUTIONS: ", ".join(cell.contributions),
+        T.SPEC_DEFAULTS: dg.MetadataValue.json(
+            json.loads(cell.Specs.model_construct().model_dump_json()) if defaults_known else {}
+        ),
+    }
+
+
+def cell_asset(
+    location: Location,
+    asset: CellAsset,
+    partitions: Mapping[str, dg.StaticPartitionsDefinition],
+    backfill_policy: dg.BackfillPolicy | None,
+) -> dg.AssetsDefinition:
+    """The materializable asset of one (non-resource) cell."""
+    cell = asset.cell
+    op_tags: dict[str, Any] = {T.CELL_TAG: cell.full_name}
     if cell.slurm is not None:
-        op_tags["further/slurm"] = json.dumps(_slurm_json(cell.slurm))
+        op_tags[T.SLURM_TAG] = json.dumps(_slurm_json(cell.slurm))
 
     @dg.asset(
         key=asset_key_for(cell),
         group_name=cell.project.name,
         code_version=str(cell.logic_version),
         description=_description(asset),
-        deps=deps,
-        partitions_def=partitions_def,
+        deps=_upstream_deps(asset),
+        partitions_def=partitions[asset.partitions.name] if asset.partitions else None,
         backfill_policy=backfill_policy,
         io_manager_key=IO_MANAGER_KEY,
-        kinds={KIND},
+        required_resource_keys={RESOURCE_KEY},
+        kinds={T.KIND},
         op_tags=op_tags,
-        metadata={
-            "further/cell": cell.full_name,
-            TOKEN_TAG: compiled.token,
-            "further/logic_version": str(cell.logic_version),
-            "further/api_version": str(cell.api_version),
-            "further/contributions": ", ".join(cell.contributions),
-            "further/spec_defaults": dg.MetadataValue.json(
-                json.loads(cell.Specs.model_construct().model_dump_json())
-                if not cell.Specs.model_fields
-                or all(not f.is_required() for f in cell.Specs.model_fields.values())
-                else {}
-            ),
-        },
+        metadata=_definition_metadata(asset),
     )
-    def _asset(context: dg.AssetExecutionContext, further: FurtherStore) -> dg.Output[StoredCell]:
-        return _materialize(context, further, compiled, asset)
+    def _asset(context: dg.AssetExecutionContext) -> dg.Output[StoredCell]:
+        return _materialize(context, location, asset)
 
     return _asset
 
@@ -220,16 +270,21 @@ def _slurm_json(spec: Any) -> Any:
     return dump(mode="json") if dump else spec
 
 
-def build_cell_assets(compiled: Compiled, backfill_policy: dg.BackfillPolicy | None) -> list[Any]:
+def build_cell_assets(location: Location, backfill_policy: dg.BackfillPolicy | None) -> list[Any]:
     """One asset per cell: a materializable asset, or an observable source asset for a
     resource cell."""
-    defs = _partitions_defs(compiled)
+    from further_dagster.dagster.resource_assets import resource_asset
+
+    defs = partitions_defs(location)
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; the warning would repeat for every cell.
         warnings.simplefilter("ignore", dg.BetaWarning)
         return [
-            resource_asset(compiled, a)
+            resource_asset(location, a)
             if a.cell.is_resource
-            else cell_asset(compiled, a, defs, backfill_policy)
-            for a in compiled.projection.assets.values()
+            else cell_asset(location, a, defs, backfill_policy)
+            for a in location.projection.assets.values()
         ]
+
+
+__all__ = ["build_cell_assets", "cell_asset", "instance_metadata", "partitions_defs"]

@@ -1,4 +1,10 @@
-"""build_definitions: projects in, a complete `dagster.Definitions` out."""
+"""build_definitions: projects in, a complete `dagster.Definitions` out (the composition root).
+
+It builds the code location's one `Location` (projection, store root, freshness, mode) and
+hands it to every piece: the assets and observe functions close over it, the `further`
+resource and the IO manager carry it, the sensor closes over it; the executor finds it through
+the job it runs.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +18,9 @@ from further_dagster.core.freshness import normalize_freshness
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.project import Project
 from further_dagster.dagster.assets import build_cell_assets
-from further_dagster.dagster.modes import mode_executor_def
-from further_dagster.dagster.registry import Compiled
-from further_dagster.dagster.releases import resolver_factory
-from further_dagster.dagster.resources import (
-    IO_MANAGER_KEY,
-    RESOURCE_KEY,
-    FurtherIOManager,
-    FurtherStore,
-)
+from further_dagster.dagster.executor import mode_executor_def
+from further_dagster.dagster.location import IO_MANAGER_KEY, RESOURCE_KEY, Location
+from further_dagster.dagster.resources import further_io_manager, further_resource
 from further_dagster.dagster.sensor import SENSOR_NAME, release_sensor
 
 
@@ -36,6 +36,7 @@ def build_definitions(
     assets: Sequence[Any] = (),
     resources: Mapping[str, Any] | None = None,
     sensors: Sequence[Any] = (),
+    slurm_client: Any = None,
     **definitions_kwargs: Any,
 ) -> dg.Definitions:
     """Compile projects into Dagster definitions.
@@ -61,41 +62,41 @@ def build_definitions(
             observes resource cells and materializes what a changed release reaches (shipped
             RUNNING when there are resource cells); None leaves the sensor out.
         assets, resources, sensors, **definitions_kwargs: passed on to `dagster.Definitions`.
+        slurm_client: the Slurm client (further_dagster.slurm.client.SlurmClient) that SLURM
+            runs of this code location use; default the real one (submitit). Tests pass
+            `further_dagster.testing.slurm.FakeSlurmClient()`.
 
     Resource cells become observable source assets with key `[project, cell]`.
     """
     graph = DefinitionGraph(projects)
-    compiled = Compiled(graph, [(c, dict(v)) for c, v in calls] if calls is not None else None)
-    overrides = normalize_freshness(freshness, where="build_definitions(freshness=...)")
-    overrides.check(graph.cells(), where="build_definitions(freshness=...)")
-    compiled.default_freshness = overrides
+    where = "build_definitions(freshness=...)"
+    overrides = normalize_freshness(freshness, where=where)
+    overrides.check(graph.cells(), where=where)
+    location = Location(
+        graph,
+        [(c, dict(v)) for c, v in calls] if calls is not None else None,
+        root=root,
+        freshness=overrides,
+        mode=mode,
+        slurm_client=slurm_client,
+    )
     all_sensors = list(sensors)
-    if compiled.has_resources:
-        compiled.release_resolver_factory = resolver_factory(compiled, root)
-        if release_sensor_interval is not None:
-            all_sensors.append(
-                release_sensor(
-                    compiled,
-                    root=root,
-                    name=SENSOR_NAME,
-                    minimum_interval_seconds=release_sensor_interval,
-                )
+    if location.has_resources and release_sensor_interval is not None:
+        all_sensors.append(
+            release_sensor(
+                location, name=SENSOR_NAME, minimum_interval_seconds=release_sensor_interval
             )
+        )
     policy = dg.BackfillPolicy.single_run() if single_run_backfills else None
-    cell_assets = build_cell_assets(compiled, policy)
     all_resources: dict[str, Any] = {
-        RESOURCE_KEY: FurtherStore(root=root, mode=mode),
-        IO_MANAGER_KEY: FurtherIOManager(root=root),
+        RESOURCE_KEY: further_resource(location),
+        IO_MANAGER_KEY: further_io_manager(location),
+        **(resources or {}),
     }
-    all_resources.update(resources or {})
-    if executor is None:
-        executor = mode_executor_def(mode, store_root=root)
-    defs = dg.Definitions(
-        assets=[*cell_assets, *assets],
+    return dg.Definitions(
+        assets=[*build_cell_assets(location, policy), *assets],
         resources=all_resources,
-        executor=executor,
+        executor=executor if executor is not None else mode_executor_def(mode),
         sensors=all_sensors,
         **definitions_kwargs,
     )
-    defs.further_compiled = compiled  # type: ignore[attr-defined]
-    return defs

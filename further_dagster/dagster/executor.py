@@ -1,217 +1,227 @@
-"""An executor that never starts a step whose instances are all stored.
+"""The executor of further_dagster: runs each run in the mode it asks for, skipping stored steps.
 
-Dagster never skips work by itself. Because a logic key depends only on Specs, releases and
-upstream keys, the keys of every step of a run are known before the run starts, so this wrapper
-decides up front: cached steps are recorded (a materialization whose metadata says cache hit) and
-dropped from the plan; the remaining steps go to the wrapped executor (in-process,
-multiprocess, or a step-delegating one such as Slurm). Cell assets declare their upstream cells
-as non-input deps, so a step that runs never needs a dropped step's output.
+The run's mode is its ceiling (the Further seed's rule), decided by dagster/run_config.py: the
+run tag `further/mode` wins, then the executor run config `mode`, then this executor's default.
+
+| mode             | steps run by                                    | a step's instances     |
+|------------------|-------------------------------------------------|------------------------|
+| INLINE           | Dagster's in-process executor                   | one after another      |
+| LOCAL            | Dagster's multiprocess executor                 | threads                |
+| LOCAL_PROCESSES  | Dagster's multiprocess executor                 | spawned processes      |
+| DASK             | dagster-dask's executor (a local cluster)       | Dask tasks, same cluster |
+| SLURM            | step-delegating executor, Slurm step handler    | one Slurm job array    |
+
+Each cell runs in its effective mode under the ceiling (`engine.modes.effective_mode`): a cell
+may ask for a mode at or below the run's, in the same branch; `in_parallel=False` forces it
+INLINE. Under SLURM an INLINE cell's step runs next to the run worker, not as a Slurm job.
+Whatever the mode, `SkipCachedExecutor` first drops every step whose instances are stored.
+The code location (store, projection, freshness) comes from the job being run, so one executor
+definition serves any number of code locations.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 
 from further_dagster.dagster import _compat
-from further_dagster.dagster.assets import instance_metadata
-from further_dagster.dagster.registry import _BY_ASSET_KEY, TOKEN_TAG, Compiled, compiled_for
-from further_dagster.dagster.releases import configured_freshness, run_freshness
-from further_dagster.engine.compute import is_stored
-from further_dagster.errors import FurtherError
-from further_dagster.store import ArtifactStore
-
-RECORD_CHOICES = ("materialization", "observation", "none")
-
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from further_dagster.dagster.location import Location, location_of
+from further_dagster.dagster.run_config import SLURM_DEFAULTS, run_mode, slurm_layer
+from further_dagster.dagster.skip_cached import RECORD_CHOICES, SkipCachedExecutor
+from further_dagster.engine.modes import Mode, parse_mode
 
 
-def run_partition_keys(
-    tags: dict[str, str], compiled: Compiled, asset_key: dg.AssetKey
-) -> list[str] | None:
-    asset = compiled.asset_by_key[asset_key]
-    if asset.partitions is None:
-        return None
-    if PARTITION_TAG in tags:
-        return [tags[PARTITION_TAG]]
-    if RANGE_START_TAG in tags:
-        keys = asset.partitions.keys
-        start, end = keys.index(tags[RANGE_START_TAG]), keys.index(tags[RANGE_END_TAG])
-        return keys[start : end + 1]
-    return list(asset.partitions.keys)
+def dask_inner(config: Mapping[str, Any]) -> _compat.Executor:
+    """dagster-dask's `DaskExecutor` for `{"cluster": {kind: {...}}}` (default a local one).
 
+    The `cluster` config is dagster-dask's own: `{local: {n_workers: 2}}`,
+    `{existing: {address: "tcp://..."}}`, or any dask-jobqueue cluster it supports.
+    """
+    from dagster_dask.executor import DaskExecutor
 
-class SkipCachedExecutor(_compat.Executor):
-    """Wraps `inner`; runs only the steps with an instance that is not stored."""
-
-    def __init__(
-        self,
-        inner: _compat.Executor,
-        *,
-        store_root: str | None = None,
-        record: str = "materialization",
-    ) -> None:
-        self.inner = inner
-        self.store_root = store_root
-        self.record = record
-
-    @property
-    def retries(self) -> Any:
-        return self.inner.retries
-
-    @property
-    def step_dependency_config(self) -> Any:
-        return self.inner.step_dependency_config
-
-    def cached_steps(
-        self, plan_context: Any, execution_plan: Any
-    ) -> dict[str, list[tuple[dg.AssetKey, dict[str | None, list[Any]]]]]:
-        """Step key -> [(asset key, {partition key: instances})] for steps fully stored."""
-        job_def = plan_context.reconstructable_job.get_definition()
-        tags = dict(plan_context.dagster_run.tags)
-        configured = configured_freshness(plan_context.dagster_run.run_config)
-        store = ArtifactStore(self.store_root)
-        actual_cache: dict[int, Any] = {}
-        cached: dict[str, list[tuple[dg.AssetKey, dict[str | None, list[Any]]]]] = {}
-        for step_key, asset_keys in _compat.step_asset_keys(execution_plan, job_def).items():
-            step_tags = execution_plan.get_step_by_key(step_key).tags or {}
-            if not asset_keys or TOKEN_TAG not in step_tags:
-                continue
-            if any(k not in _BY_ASSET_KEY for k in asset_keys):
-                continue
-            entries = []
-            for asset_key in asset_keys:
-                compiled = compiled_for(asset_key, step_tags)
-                actual = actual_cache.get(id(compiled))
-                if actual is None:
-                    try:
-                        freshness = run_freshness(compiled, tags, configured)
-                        actual = compiled.actual_instances(freshness)
-                    except FurtherError:
-                        break  # let the step run and fail with the message
-                    actual_cache[id(compiled)] = actual
-                pks = run_partition_keys(tags, compiled, asset_key)
-                by_pk = compiled.instances_for(asset_key, pks, actual)
-                insts = [i for group in by_pk.values() for i in group]
-                if not all(is_stored(store, i) for i in insts):
-                    break
-                entries.append((asset_key, by_pk))
-            else:
-                cached[step_key] = entries
-        return cached
-
-    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
-        started = time.perf_counter()
-        cached = self.cached_steps(plan_context, execution_plan)
-        to_run = [
-            s.key for s in execution_plan.get_all_steps_in_topo_order() if s.key not in cached
-        ]
-        if cached:
-            store_root = ArtifactStore(self.store_root).root
-            assets = [k.to_user_string() for entries in cached.values() for k, _ in entries]
-            yield _compat.log_run_event(
-                plan_context,
-                "engine",
-                _compat.EngineEventData(
-                    metadata={
-                        "further/cached_steps": len(cached),
-                        "further/cached_assets": dg.MetadataValue.json(assets),
-                        "further/steps_to_run": len(to_run),
-                        "further/decide_seconds": float(round(time.perf_counter() - started, 4)),
-                    }
-                ),
-                None,
-                f"further: {len(cached)} step(s) already stored, not started: "
-                + ", ".join(assets[:10])
-                + (" ..." if len(assets) > 10 else ""),
-            )
-            if self.record != "none":
-                for step_key, entries in cached.items():
-                    for asset_key, by_pk in entries:
-                        yield from self._record(
-                            plan_context, step_key, asset_key, by_pk, store_root
-                        )
-        if not to_run:
-            return
-        if not cached:
-            yield from self.inner.execute(plan_context, execution_plan)
-            return
-        sub_context, sub_plan = _compat.subset_context(
-            plan_context, execution_plan, to_run, self.inner
+    cluster = dict(config.get("cluster") or {"local": {}})
+    if len(cluster) != 1:
+        raise dg.DagsterInvalidConfigError(
+            "dask.cluster must name exactly one cluster kind (local, existing, slurm, ...)",
+            [],
+            cluster,
         )
-        yield from self.inner.execute(sub_context, sub_plan)
+    ((kind, options),) = cluster.items()
+    executor: _compat.Executor = DaskExecutor(kind, dict(options or {}))
+    return executor
 
-    def _record(
-        self,
-        plan_context: Any,
-        step_key: str,
-        asset_key: dg.AssetKey,
-        by_pk: dict[str | None, list[Any]],
-        store_root: Any,
-    ) -> Iterator[Any]:
-        for pk, group in by_pk.items():
-            meta = instance_metadata(store_root, group[0], True, 0.0)
-            meta["further/skipped_step"] = True
-            if self.record == "materialization":
-                payload: Any = dg.AssetMaterialization(
-                    asset_key=asset_key, partition=pk, metadata=meta
-                )
-            else:
-                payload = dg.AssetObservation(asset_key=asset_key, partition=pk, metadata=meta)
-            yield _compat.log_run_event(
-                plan_context,
-                self.record,
-                payload,
-                step_key,
-                f"{asset_key.to_user_string()} already stored (cache hit)",
+
+class ModeExecutor(_compat.Executor):
+    """Picks Dagster's executor for a run's mode at execution time, skipping stored steps."""
+
+    def __init__(self, config: Mapping[str, Any], default_mode: str | Mode) -> None:
+        self.config = dict(config)
+        self.default_mode = parse_mode(default_mode, where="mode_executor_def")
+
+    @property
+    def retries(self) -> _compat.RetryMode:
+        return _compat.RetryMode.from_config(self.config["retries"]) or _compat.RetryMode.DISABLED
+
+    def inner(self, mode: Mode, location: Location | None, run: Any, instance: Any) -> Any:
+        """Dagster's executor for `mode`, configured from this executor's config."""
+        config = self.config
+        if mode is Mode.INLINE:
+            return _compat.inner_executor("in_process", {"retries": config["retries"]})
+        if mode in (Mode.LOCAL, Mode.LOCAL_PROCESSES):
+            return _compat.inner_executor(
+                "multiprocess",
+                {"retries": config["retries"], "max_concurrent": config["max_concurrent"]},
             )
+        if mode is Mode.DASK:
+            return dask_inner(config.get("dask") or {})
+        from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
+
+        layer = slurm_layer(instance, run.run_id, config)
+        handler = SlurmStepHandler(
+            location, config, client=location.slurm_client if location is not None else None
+        )
+        return _compat.StepDelegatingExecutor(
+            handler,
+            retries=self.retries,
+            sleep_seconds=layer.poll_interval_s,
+            check_step_health_interval_seconds=layer.check_health_interval_s,
+            max_concurrent=config["max_concurrent"],
+        )
+
+    def execute(
+        self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
+    ) -> Iterator[_compat.DagsterEvent]:
+        run = plan_context.dagster_run
+        location = location_of(plan_context.reconstructable_job.get_definition())
+        mode = run_mode(run.tags, {"execution": {"config": self.config}}, self.default_mode)
+        inner = self.inner(mode, location, run, plan_context.instance)
+        context = _compat.with_executor(plan_context, inner)
+        if location is None:  # a job without cell assets: nothing to skip
+            yield from inner.execute(context, execution_plan)
+            return
+        wrapper = SkipCachedExecutor(inner, location, record=self.config["record_cached"])
+        yield from wrapper.execute(context, execution_plan)
+
+
+def _slurm_schema() -> dg.Field:
+    from further_dagster.dagster.slurm_schema import spec_config_schema
+
+    return dg.Field(
+        {
+            **spec_config_schema(),
+            "folder": dg.Field(
+                dg.Noneable(str),
+                default_value=SLURM_DEFAULTS["folder"],
+                description="submitit folder on a shared filesystem (default: the Slurm "
+                "run launcher's, else <DAGSTER_HOME>/slurm); one subfolder per run",
+            ),
+            "python": dg.Field(
+                dg.Noneable(str),
+                default_value=SLURM_DEFAULTS["python"],
+                description="interpreter for the jobs",
+            ),
+            "array": dg.Field(
+                bool,
+                default_value=SLURM_DEFAULTS["array"],
+                description="submit a step's ready instances as one job array (False: one "
+                "sbatch per instance)",
+            ),
+            "check_health_interval_s": dg.Field(
+                int,
+                default_value=SLURM_DEFAULTS["check_health_interval_s"],
+                description="seconds between Slurm state checks",
+            ),
+            "poll_interval_s": dg.Field(
+                float,
+                default_value=SLURM_DEFAULTS["poll_interval_s"],
+                description="seconds between event-log polls",
+            ),
+        },
+        is_required=False,
+        description="SLURM mode: this run's SlurmSpec layer (above the launcher defaults, "
+        "below each cell's own spec) and how jobs are watched",
+    )
+
+
+def config_schema(default_mode: Mode) -> dict[str, Any]:
+    """The one config schema of the further executor (every mode)."""
+    return {
+        "mode": dg.Field(
+            dg.Noneable(str),
+            default_value=None,
+            description=(
+                "INLINE, LOCAL, LOCAL_PROCESSES, DASK or SLURM (the run's ceiling); "
+                f"default {default_mode.value}; the run tag further/mode wins over it"
+            ),
+        ),
+        "inner": dg.Field(
+            dg.Noneable(
+                dg.Enum("FurtherInner", [dg.EnumValue("multiprocess"), dg.EnumValue("in_process")])
+            ),
+            default_value=None,
+            description="Older spelling of `mode`: in_process = INLINE, multiprocess = LOCAL.",
+        ),
+        "max_concurrent": dg.Field(
+            dg.Noneable(int), default_value=None, description="steps running at once"
+        ),
+        "retries": _compat.get_retries_config(),
+        "record_cached": dg.Field(
+            dg.Enum("FurtherRecordCached", [dg.EnumValue(c) for c in RECORD_CHOICES]),
+            default_value="materialization",
+            description="What a skipped (already stored) step records for its assets.",
+        ),
+        "slurm": _slurm_schema(),
+        "dask": dg.Field(
+            {"cluster": dg.Field(dg.Permissive(), is_required=False)},
+            is_required=False,
+            description="DASK mode: dagster-dask's `cluster` config (default: a local cluster)",
+        ),
+    }
+
+
+def mode_executor_def(
+    default_mode: str | Mode = Mode.LOCAL, *, name: str = "further"
+) -> dg.ExecutorDefinition:
+    """The executor of further_dagster Definitions: runs a run in its mode (see module doc)."""
+    default = parse_mode(default_mode, where="mode_executor_def")
+
+    @dg.executor(
+        name=name,
+        config_schema=config_schema(default),
+        requirements=dg.multiple_process_executor_requirements(),
+    )
+    def _further_mode_executor(init_context: dg.InitExecutorContext) -> _compat.Executor:
+        return ModeExecutor(init_context.executor_config, default)
+
+    return _further_mode_executor
 
 
 def further_executor_def(
     name: str = "further", *, default_inner: str = "multiprocess"
 ) -> dg.ExecutorDefinition:
-    """The default executor of further_dagster Definitions: Dagster's multiprocess (or
-    in-process) executor, minus every step whose instances are already stored."""
-
-    @dg.executor(
-        name=name,
-        config_schema={
-            "inner": dg.Field(
-                dg.Enum("FurtherInner", [dg.EnumValue("multiprocess"), dg.EnumValue("in_process")]),
-                default_value=default_inner,
-                description="Executor that runs the steps that are not stored.",
-            ),
-            "max_concurrent": dg.Field(
-                dg.Noneable(int), default_value=None, description="multiprocess: processes at once"
-            ),
-            "retries": _compat.get_retries_config(),
-            "record_cached": dg.Field(
-                dg.Enum("FurtherRecordCached", [dg.EnumValue(c) for c in RECORD_CHOICES]),
-                default_value="materialization",
-                description="What a skipped (already stored) step records for its assets.",
-            ),
-            "store_root": dg.Field(
-                dg.Noneable(str),
-                default_value=None,
-                description="Store root (default: FURTHER_ROOT or ./.further)",
-            ),
-        },
-        requirements=dg.multiple_process_executor_requirements(),
+    """The further executor with Dagster's multiprocess (`default_inner="multiprocess"`, mode
+    LOCAL) or in-process (`"in_process"`, mode INLINE) executor by default; configure
+    `inner` or `mode` in run config to change it."""
+    return mode_executor_def(
+        Mode.INLINE if default_inner == "in_process" else Mode.LOCAL, name=name
     )
-    def _further_executor(init_context: dg.InitExecutorContext) -> _compat.Executor:
-        config: dict[str, Any] = dict(init_context.executor_config)
-        inner_kind = config["inner"]
-        inner_config: dict[str, Any] = {"retries": config["retries"]}
-        if inner_kind == "multiprocess":
-            inner_config["max_concurrent"] = config["max_concurrent"]
-        inner = _compat.inner_executor(inner_kind, inner_config)
-        return SkipCachedExecutor(
-            inner, store_root=config["store_root"], record=config["record_cached"]
-        )
 
-    return _further_executor
+
+slurm_executor = mode_executor_def(Mode.SLURM, name="further_slurm")
+"""Each step as a Slurm job (sweeps: one job array per step), stored steps never submitted."""
+
+dask_executor = mode_executor_def(Mode.DASK, name="further_dask")
+"""Each step on dagster-dask's executor (a local Dask cluster by default), stored steps skipped."""
+
+
+__all__ = [
+    "ModeExecutor",
+    "config_schema",
+    "dask_executor",
+    "dask_inner",
+    "further_executor_def",
+    "mode_executor_def",
+    "slurm_executor",
+]

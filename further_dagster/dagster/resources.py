@@ -1,4 +1,4 @@
-"""The store as a Dagster resource, and an IO manager over it.
+"""The `further` resource and the IO manager: both carry the code location they came from.
 
 Cell assets commit their contributions themselves (atomically, under the store's lease), so the
 IO manager's write side only checks; its read side gives plain Dagster assets downstream of a
@@ -10,43 +10,66 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from further_dagster.core.cell import Contributions
+from further_dagster.dagster.location import (
+    IO_MANAGER_KEY,
+    FurtherResourceDefinition,
+    Location,
+)
+from further_dagster.dagster.run_config import run_freshness
 from further_dagster.engine.compute import load
-from further_dagster.store import ArtifactStore
+from further_dagster.store import Store
 
-IO_MANAGER_KEY = "further_io_manager"
-RESOURCE_KEY = "further"
+_FRESHNESS_HELP = (
+    "Freshness of resource cells for this run: latest, current:<seconds>, present, "
+    "release:<pin>, date_range:<iso>..<iso>, or a JSON object "
+    '{"project" | "project.cell": policy}. Default: the code location\'s, else the cells\' own '
+    "policies; the run tag further/freshness wins over it."
+)
 
 
-class FurtherStore(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where cell results live and how a step computes them.
+class FurtherResource:
+    """What a cell step gets as `context.resources.further`.
 
     Attributes:
-        root: store root; default env FURTHER_ROOT, else `.further` beside pyproject.toml.
-        mode: how a step runs several instances (a sweep range): INLINE or LOCAL (threads).
-        max_workers: threads for LOCAL.
-        freshness: call-time freshness override of resource cells (run config); the run tag
-            `further/freshness` wins over it.
+        location: the code location the step belongs to (store, projection, defaults).
+        mode: the step's default ceiling when neither the run tag nor the executor config sets
+            one (None: the location's `build_definitions(mode=)`).
+        max_workers: threads or processes for the step's instances.
     """
 
-    root: str | None = Field(
-        default=None, description="Store root (default: FURTHER_ROOT or ./.further)"
-    )
-    mode: str = Field(default="LOCAL", description="INLINE or LOCAL for the instances of one step")
-    max_workers: int | None = Field(default=None, description="Threads for LOCAL mode")
-    freshness: str | None = Field(
-        default=None,
-        description=(
-            "Freshness of resource cells for this run: latest, current:<seconds>, present, "
-            "release:<pin>, date_range:<iso>..<iso>, or a JSON object "
-            '{"project" | "project.cell": policy}. Default: the cells\' own policies.'
-        ),
-    )
+    def __init__(self, location: Location, config: dict[str, Any]) -> None:
+        self.location = location
+        self.mode: str | None = config.get("mode")
+        self.max_workers: int | None = config.get("max_workers")
 
-    def store(self) -> ArtifactStore:
-        return ArtifactStore(self.root)
+    def store(self) -> Store:
+        return self.location.store()
+
+
+def further_resource(location: Location) -> FurtherResourceDefinition:
+    """The `further` resource definition of `location`."""
+    definition = FurtherResourceDefinition(
+        resource_fn=lambda init: FurtherResource(location, dict(init.resource_config or {})),
+        config_schema={
+            "mode": dg.Field(
+                dg.Noneable(str),
+                default_value=None,
+                description="INLINE, LOCAL or LOCAL_PROCESSES for the instances of one step "
+                "(default: the code location's mode; the run tag further/mode wins)",
+            ),
+            "max_workers": dg.Field(
+                dg.Noneable(int), default_value=None, description="Threads/processes of a step"
+            ),
+            "freshness": dg.Field(
+                dg.Noneable(str), default_value=None, description=_FRESHNESS_HELP
+            ),
+        },
+        description="further_dagster: the artifact store and the settings of cell steps.",
+    )
+    definition.location = location
+    return definition
 
 
 class StoredCell:
@@ -60,16 +83,15 @@ class StoredCell:
         return f"StoredCell({self.asset}, {sum(len(v) for v in self.keys.values())} instance(s))"
 
 
-class FurtherIOManager(dg.ConfigurableIOManager):
+class FurtherIOManager(dg.IOManager):
     """Loads cell contributions for downstream assets; the cell steps write them.
 
     A plain asset with an input named after a cell asset receives that instance's
     Contributions, or a dict partition key -> Contributions when it reads several partitions.
     """
 
-    root: str | None = Field(
-        default=None, description="Store root (default: FURTHER_ROOT or ./.further)"
-    )
+    def __init__(self, location: Location) -> None:
+        self.location = location
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if not isinstance(obj, StoredCell):
@@ -79,27 +101,19 @@ class FurtherIOManager(dg.ConfigurableIOManager):
             )
 
     def load_input(self, context: dg.InputContext) -> Any:
-        from further_dagster.dagster.registry import compiled_for
-
+        location = self.location
         upstream = context.upstream_output
         asset_key = context.asset_key if upstream is None else upstream.asset_key
-        try:
-            tags = dict(upstream.definition_metadata or {}) if upstream is not None else None
-        except dg.DagsterInvariantViolationError:
-            tags = None
-        from further_dagster.dagster.releases import configured_freshness, run_freshness
-
-        compiled = compiled_for(asset_key, tags)
-        store = ArtifactStore(self.root)
-        asset = compiled.asset_by_key[asset_key]
+        asset = location.asset_by_key[asset_key]
         freshness = None
-        if compiled.has_resources:
+        if location.has_resources:
             try:
                 run = context.step_context.dagster_run
-                freshness = run_freshness(compiled, run.tags, configured_freshness(run.run_config))
-            except dg.DagsterInvariantViolationError:
+                freshness = run_freshness(location, run.tags, run.run_config)
+            except dg.DagsterInvariantViolationError:  # no run (a direct load_input call)
                 freshness = None
-        actual = compiled.actual_instances(freshness)
+        actual = location.actual_instances(freshness)
+        store = location.store()
         if asset.partitions is None:
             (inst,) = asset.instances[None]
             return load(store, actual[inst.skey])
@@ -111,3 +125,20 @@ class FurtherIOManager(dg.ConfigurableIOManager):
             insts = [load(store, actual[i.skey]) for i in asset.instances[pk]]
             out[pk] = insts[0] if len(insts) == 1 else insts
         return out
+
+
+def further_io_manager(location: Location) -> dg.IOManagerDefinition:
+    """The IO manager definition of `location`."""
+    return dg.IOManagerDefinition(
+        resource_fn=lambda _init: FurtherIOManager(location),
+        description="further_dagster: loads cell contributions from the artifact store.",
+    )
+
+
+__all__ = [
+    "FurtherIOManager",
+    "FurtherResource",
+    "StoredCell",
+    "further_io_manager",
+    "further_resource",
+]

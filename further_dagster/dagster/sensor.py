@@ -26,32 +26,28 @@ import dagster as dg
 from further_dagster.core.hashing import digest
 from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
-from further_dagster.dagster.registry import Compiled, asset_key_for
-from further_dagster.dagster.releases import data_version_of, observation_metadata
-from further_dagster.engine.compute import is_stored
-from further_dagster.engine.releases import Clock, ReleaseResolver
-from further_dagster.store import ArtifactStore
+from further_dagster.dagster import tags as T
+from further_dagster.dagster.location import Location, asset_key_for
+from further_dagster.dagster.resource_assets import data_version_of, observation_metadata
+from further_dagster.engine.plan import missing
+from further_dagster.engine.releases import Clock
+from further_dagster.store import Store
 
 log = logging.getLogger("further")
 
 SENSOR_NAME = "further_release_sensor"
-TRIGGER_TAG = "further/trigger"
-RELEASES_TAG = "further/releases"
-PARTITIONS_TAG = "further/partitions"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 MAX_TAG_CHARS = 4000
 
 
-def downstream_targets(compiled: Compiled) -> list[dg.AssetKey]:
+def downstream_targets(location: Location) -> list[dg.AssetKey]:
     """Cell assets with a resource cell upstream (transitively): what the sensor may request."""
-    graph = compiled.graph
+    graph = location.graph
     reached: set[Any] = set()
     for cell in graph.order:  # dependencies first
         ups = set(graph.targets[cell].values())
         if any(u.is_resource or u in reached for u in ups):
             reached.add(cell)
-    assets = compiled.projection.assets
+    assets = location.projection.assets
     return [asset_key_for(c) for c in graph.order if c in reached and c in assets]
 
 
@@ -69,34 +65,32 @@ def _reached(actual: Mapping[str, Instance], changed: set[str]) -> list[Instance
 
 
 def evaluate_releases(
-    compiled: Compiled,
-    store: ArtifactStore,
+    location: Location,
     cursor: str | None,
     *,
     asset_graph: Any = None,
     clock: Clock | None = None,
 ) -> dg.SensorResult:
     """One tick of the release sensor (pure Dagster values in, a SensorResult out)."""
+    store = location.store()
     previous = json.loads(cursor) if cursor else {}
     prev_chosen: dict[str, str] = previous.get("releases", {})
     prev_observed: dict[str, str] = previous.get("observed", {})
-    resolver = ReleaseResolver(
-        store, compiled.default_freshness, clock=clock, source="sensor", always_observe=True
-    )
-    actual = compiled.actual_instances(resolver=resolver)
+    resolver = location.release_resolver(source="sensor", always_observe=True, clock=clock)
+    actual = location.actual_instances(resolver=resolver)
     resources = [i for i in actual.values() if i.cell.is_resource]
     chosen = {i.skey: i.release or "" for i in resources}
     observed = dict(resolver.observed)
     new_cursor = json.dumps({"releases": chosen, "observed": observed}, sort_keys=True)
-    events = _observations(compiled, store, resources, observed, prev_observed)
+    events = _observations(location, store, resources, observed, prev_observed)
     changed = {skey for skey, rel in chosen.items() if prev_chosen.get(skey) != rel}
     if not changed:
         return dg.SensorResult(
             skip_reason="no release changed", cursor=new_cursor, asset_events=events
         )
-    todo = [
-        i for i in _reached(actual, changed) if not i.cell.is_resource and not is_stored(store, i)
-    ]
+    reached = [i for i in _reached(actual, changed) if not i.cell.is_resource]
+    in_reach = {i.key for i in reached}
+    todo = [i for i in missing(store, reached) if i.key in in_reach]
     labels = {i.label: i.release or "" for i in resources if i.skey in changed}
     if not todo:
         return dg.SensorResult(
@@ -105,7 +99,7 @@ def evaluate_releases(
             cursor=new_cursor,
             asset_events=events,
         )
-    request = _request(compiled, todo, labels, previous, asset_graph)
+    request = _request(location, todo, labels, previous, asset_graph)
     return dg.SensorResult(run_requests=[request], cursor=new_cursor, asset_events=events)
 
 
@@ -115,15 +109,15 @@ def _short(labels: Mapping[str, str]) -> str:
 
 
 def _observations(
-    compiled: Compiled,
-    store: ArtifactStore,
+    location: Location,
+    store: Store,
     resources: list[Instance],
     observed: Mapping[str, str],
     prev_observed: Mapping[str, str],
 ) -> list[dg.AssetObservation]:
     """An observation (with the data version) for each resource asset whose release changed."""
     events = []
-    for cell, asset in compiled.projection.assets.items():
+    for cell, asset in location.projection.assets.items():
         if not cell.is_resource:
             continue
         skeys = [i.skey for i in asset.instances[None]]
@@ -143,20 +137,20 @@ def _observations(
 
 
 def _request(
-    compiled: Compiled,
+    location: Location,
     todo: list[Instance],
     labels: Mapping[str, str],
     previous: Mapping[str, Any],
     asset_graph: Any,
 ) -> dg.RunRequest:
     where: dict[str, tuple[dg.AssetKey, str | None, str | None]] = {}
-    for cell, asset in compiled.projection.assets.items():
+    for cell, asset in location.projection.assets.items():
         name = asset.partitions.name if asset.partitions is not None else None
         for pk, insts in asset.instances.items():
             for i in insts:
                 where[i.skey] = (asset_key_for(cell), pk, name)
     pairs = sorted({where[i.skey][:2] for i in todo}, key=lambda p: (p[0].path, p[1] or ""))
-    order = {asset_key_for(c): n for n, c in enumerate(compiled.graph.order)}
+    order = {asset_key_for(c): n for n, c in enumerate(location.graph.order)}
     selection = sorted({k for k, _ in pairs}, key=lambda k: order[k])
     sets: dict[str, set[str]] = {}
     for i in todo:
@@ -164,8 +158,8 @@ def _request(
         if name is not None and pk is not None:
             sets.setdefault(name, set()).add(pk)
     tags = {
-        TRIGGER_TAG: SENSOR_NAME,
-        RELEASES_TAG: json.dumps(labels, sort_keys=True)[:MAX_TAG_CHARS],
+        T.TRIGGER_TAG: SENSOR_NAME,
+        T.RELEASES_TAG: json.dumps(labels, sort_keys=True)[:MAX_TAG_CHARS],
     }
     run_key = (
         "releases-"
@@ -189,29 +183,28 @@ def _request(
     ((name, keys),) = sets.items()
     all_keys = next(
         a.partitions.keys
-        for a in compiled.projection.assets.values()
+        for a in location.projection.assets.values()
         if a.partitions is not None and a.partitions.name == name
     )
     ordered = [k for k in all_keys if k in keys]
-    tags[PARTITIONS_TAG] = ",".join(ordered)[:MAX_TAG_CHARS]
+    tags[T.PARTITIONS_TAG] = ",".join(ordered)[:MAX_TAG_CHARS]
     if len(ordered) == 1:
         return dg.RunRequest(
             run_key=run_key, asset_selection=selection, partition_key=ordered[0], tags=tags
         )
-    tags[RANGE_START_TAG], tags[RANGE_END_TAG] = ordered[0], ordered[-1]
+    tags[T.RANGE_START_TAG], tags[T.RANGE_END_TAG] = ordered[0], ordered[-1]
     return dg.RunRequest(run_key=run_key, asset_selection=selection, tags=tags)
 
 
 def release_sensor(
-    compiled: Compiled,
+    location: Location,
     *,
-    root: str | None = None,
     name: str = SENSOR_NAME,
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
     """The sensor that observes resource cells and re-materializes what a new release reaches."""
-    targets = downstream_targets(compiled)
+    targets = downstream_targets(location)
 
     @dg.sensor(
         name=name,
@@ -227,8 +220,7 @@ def release_sensor(
     def _release_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         repo = getattr(context, "repository_def", None)
         return evaluate_releases(
-            compiled,
-            ArtifactStore(root),
+            location,
             context.cursor,
             asset_graph=repo.asset_graph if repo is not None else None,
         )

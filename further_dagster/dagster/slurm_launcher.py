@@ -24,6 +24,9 @@ marked canceled if the worker could not do it.
 Every job must reach the instance's storage (PostgreSQL, or SQLite on a filesystem all nodes
 share), the code location and the artifact store. A preempted run worker is not resumed: put
 run workers on a partition that does not preempt (steps requeue fine).
+
+The launcher talks to Slurm through a `SlurmClient` given at its constructor (default
+`SubmititClient()`); unit tests pass `further_dagster.testing.slurm.FakeSlurmClient`.
 """
 
 from __future__ import annotations
@@ -38,25 +41,19 @@ from typing import Any
 import dagster as dg
 
 from further_dagster.dagster import _compat
-from further_dagster.dagster.slurm_config import (
-    FOLDER_TAG,
-    JOB_ID_TAG,
-    LIVE_STATES,
-    SLURM_TAG,
-    STDERR_TAG,
-    STDOUT_TAG,
+from further_dagster.dagster.slurm_schema import (
     default_folder,
-    describe_job_end,
     job_ids_in_tags,
     spec_config_schema,
     spec_from_config,
 )
+from further_dagster.dagster.tags import FOLDER_TAG, JOB_ID_TAG, SLURM_TAG, STDERR_TAG, STDOUT_TAG
 from further_dagster.dagster.worker import MODULE as WORKER_MODULE
 from further_dagster.engine.backends.slurm import spec_json
 from further_dagster.errors import FurtherError
-from further_dagster.slurm import SlurmSpec, cancel, merge, slurm_state, submit_with_fallbacks
+from further_dagster.slurm import SlurmSpec, merge, states
+from further_dagster.slurm.client import SlurmClient, SubmititClient, describe_job_end
 from further_dagster.slurm.command import run_command
-from further_dagster.slurm.submit import task_states
 
 __all__ = ["SlurmRunLauncher"]
 
@@ -69,6 +66,7 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         folder: submitit folder on a filesystem every node shares; runs get `<folder>/<run id>`.
         python: interpreter command for the jobs (default: the code location's).
         terminate_wait_s: how long `terminate` waits for the run worker to cancel itself.
+        client: who talks to Slurm (default `SubmititClient()`; never from dagster.yaml).
         **spec: SlurmSpec fields, the defaults of every job (run workers and steps).
     """
 
@@ -78,14 +76,16 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         folder: str | None = None,
         python: str | None = None,
         terminate_wait_s: float = 10.0,
+        client: SlurmClient | None = None,
         **spec: Any,
     ) -> None:
         self._inst_data = inst_data
         self.folder = folder
         self.python = python
         self.terminate_wait_s = float(terminate_wait_s)
+        self.client: SlurmClient = client or SubmititClient()
         self.defaults: SlurmSpec = spec_from_config(spec)
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
 
     # --- ConfigurableClass --------------------------------------------------------------
 
@@ -128,6 +128,7 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         return merge(self.defaults, json.loads(raw) if raw else None)
 
     def launch_run(self, context: Any) -> None:
+        """Submit the run worker as a Slurm job; record its id and log files in run tags."""
         run = context.dagster_run
         instance = self._instance
         if run.job_code_origin is None:
@@ -139,7 +140,7 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         spec = self.spec_for(run)
         argv = _compat.run_worker_command(run, instance, module=WORKER_MODULE)
         started = time.perf_counter()
-        job = submit_with_fallbacks(
+        job = self.client.submit(
             folder,
             spec,
             run_command,
@@ -149,9 +150,9 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
             python=self.python,
         )
         tags = {
-            JOB_ID_TAG: str(job.job_id),
-            STDOUT_TAG: str(job.paths.stdout),
-            STDERR_TAG: str(job.paths.stderr),
+            JOB_ID_TAG: job.job_id,
+            STDOUT_TAG: str(job.stdout),
+            STDERR_TAG: str(job.stderr),
             FOLDER_TAG: str(folder.parent),
         }
         instance.add_run_tags(run.run_id, tags)
@@ -161,7 +162,7 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
             run,
             _compat.EngineEventData(
                 metadata={
-                    "Slurm job id": str(job.job_id),
+                    "Slurm job id": job.job_id,
                     "spec": dg.MetadataValue.json(spec_json(spec)),
                     "stdout": dg.MetadataValue.path(tags[STDOUT_TAG]),
                     "stderr": dg.MetadataValue.path(tags[STDERR_TAG]),
@@ -175,30 +176,36 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: Any) -> Any:
+        """The run worker's Slurm state as Dagster's worker status (see the module docstring)."""
         job_id = run.tags.get(JOB_ID_TAG)
         status = _compat.WorkerStatus
         if not job_id:
             return _compat.CheckRunHealthResult(status.UNKNOWN, f"run has no {JOB_ID_TAG} tag")
         try:
-            state = slurm_state(job_id)
+            state = self.client.state(job_id)
         except FurtherError as exc:
             return _compat.CheckRunHealthResult(status.UNKNOWN, str(exc), transient=True)
-        if state == "UNKNOWN":
+        if state == states.UNKNOWN:
             return _compat.CheckRunHealthResult(
                 status.NOT_FOUND, f"Slurm knows no job {job_id}", run_worker_id=job_id
             )
-        if state in LIVE_STATES:
+        if states.is_live(state):
             return _compat.CheckRunHealthResult(status.RUNNING, state, run_worker_id=job_id)
         if state == "COMPLETED":
             return _compat.CheckRunHealthResult(status.SUCCESS, state, run_worker_id=job_id)
         message = describe_job_end(
-            job_id, state, self._run_folder(run.run_id), what=f"the run worker of {run.run_id}"
+            self.client,
+            job_id,
+            state,
+            self._run_folder(run.run_id),
+            what=f"the run worker of {run.run_id}",
         )
         return _compat.CheckRunHealthResult(status.FAILED, message, run_worker_id=job_id)
 
     def get_run_worker_debug_info(
         self, run: Any, include_container_logs: bool | None = True
     ) -> str | None:
+        """The tail of the run worker's stderr log."""
         path = run.tags.get(STDERR_TAG)
         if not path or not include_container_logs or not os.path.exists(path):
             return None
@@ -207,6 +214,7 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         return f"Last lines of {path}:\n{tail}"
 
     def terminate(self, run_id: str) -> bool:
+        """Cancel every Slurm job the run's tags name; mark the run canceled."""
         instance = self._instance
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
@@ -218,14 +226,14 @@ class SlurmRunLauncher(_compat.RunLauncher, _compat.ConfigurableClass):
         # The worker ignores SIGTERM (see worker.py) and dies by SIGKILL KillWait later; it
         # stops launching steps when it sees the run CANCELING. Every job the run's tags name
         # is cancelled here, again until the worker is gone (it may submit one more meanwhile).
-        cancel(job_id)
+        self.client.cancel(job_id)
         deadline = time.monotonic() + self.terminate_wait_s
         while True:
             run = instance.get_run_by_id(run_id) or run
             jobs = job_ids_in_tags(run.tags)
-            live = {j for j, s in task_states(jobs).items() if s in LIVE_STATES}
+            live = {j for j, s in self.client.states(jobs).items() if states.is_live(s)}
             for parent in sorted({j.split("_")[0] for j in live} - {job_id}):
-                cancel(parent)
+                self.client.cancel(parent)
             if not live or time.monotonic() > deadline:
                 break
             time.sleep(0.25)

@@ -1,24 +1,28 @@
 """The Slurm step executor: Dagster's step-delegating executor with a Slurm `StepHandler`.
 
 Every step that is not stored (the `SkipCachedExecutor` around this one drops those before any
-submission) goes one of two ways, decided when it is launched:
+submission) goes one of two ways, decided when it is launched (`route`):
 
 - **one Slurm job** (`dagster api execute_step` in the job): a step with at most one missing
   instance of a cell whose effective mode is SLURM. The job asks for the merged spec
   launcher defaults < executor run config < the cell's `slurm`, with fallbacks tried in order
   when sbatch refuses. The step worker writes its events straight into instance storage and
-  computes the instance inline (`FURTHER_STEP_MODE=INLINE`).
+  computes the instance inline.
 - **a local step process that submits ONE job array**: a step with several missing instances
   (a sweep's partition range; Definitions use single-run backfills) runs next to the run
-  worker and hands the missing instances to the engine's SLURM mode, which submits those that
-  are ready together as one array of `compute.ensure` tasks, and waits. Array tasks never
+  worker and hands the missing instances to the engine's SLURM backend, which submits those
+  that are ready together as one array of `compute.ensure` tasks, and waits. Array tasks never
   import dagster. A cell whose effective mode is INLINE (`in_parallel=False`, or `mode =
   "INLINE"`) also runs its step here: it is not worth a Slurm job.
 
-The handler keeps no state that matters: a job's identity is run id + step key + retry number
-(its job name), and its id is in the run's tags (`further/slurm_step/<step key>`, arrays in
-`further/slurm_array/<step key>`), so a restarted run worker or the launcher's terminate can
-find and cancel it; a local step process is tagged `local:<pid>@<host>` there instead.
+The route is written to the run's tags (`further/slurm_route/<step>`) before the launch; the
+step process reads it there (dagster/run_config.py `step_mode`) and derives its Slurm settings
+from the same run config and instance as this handler (`fanout_settings`): nothing travels
+through environment variables. The handler keeps no state that matters: a job's identity is run
+id + step key + retry number (its job name), and its id is in the run's tags
+(`further/slurm_step/<step key>`, arrays in `further/slurm_array/<step key>`), so a restarted
+run worker or the launcher's terminate can find and cancel it; a local step process is tagged
+`local:<pid>@<host>` there instead.
 """
 
 from __future__ import annotations
@@ -36,46 +40,39 @@ from typing import Any
 
 import dagster as dg
 
-from further_dagster.core.instances import Instance, walk
+from further_dagster.core.cell import Cell
 from further_dagster.dagster import _compat
-from further_dagster.dagster.registry import TOKEN_TAG, compiled_for
-from further_dagster.dagster.slurm_config import (
-    LIVE_STATES,
-    LOCAL_PREFIX,
-    STEP_TAG_PREFIX,
-    default_folder,
-    describe_job_end,
+from further_dagster.dagster import tags as T
+from further_dagster.dagster.location import Location
+from further_dagster.dagster.run_config import (
+    ROUTE_JOB,
+    ROUTE_LOCAL,
+    SlurmLayer,
+    resolved_executor_config,
+    run_freshness,
+    run_partition_keys,
+    slurm_layer,
 )
-from further_dagster.dagster.step_modes import STEP_MODE_ENV
 from further_dagster.dagster.worker import MODULE as WORKER_MODULE
-from further_dagster.engine.compute import is_stored
+from further_dagster.engine.backends.slurm import SlurmSettings, Submission, cell_spec, spec_json
 from further_dagster.engine.modes import Mode, effective_mode
-from further_dagster.engine.backends.slurm import SlurmSettings, cell_spec, spec_json
 from further_dagster.errors import FurtherError, SlurmSubmissionError
-from further_dagster.slurm import SlurmSpec, cancel, merge, slurm_state, submit_with_fallbacks
+from further_dagster.slurm import SlurmSpec, merge, states
+from further_dagster.slurm.client import SlurmClient, SubmititClient, describe_job_end
 from further_dagster.slurm.command import run_command
-from further_dagster.store import ArtifactStore
 
-__all__ = ["SlurmStepHandler", "StepRoute", "launcher_layer"]
+__all__ = ["SlurmStepHandler", "StepRoute", "fanout_settings"]
 
 log = logging.getLogger("further")
-
 
 # Local step processes started by this process, for reaping (identity lives in the run tags).
 _LOCAL: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def launcher_layer(instance: Any) -> tuple[SlurmSpec, str | None]:
-    """The instance's Slurm run launcher defaults and folder (lowest layer), if it has one."""
-    launcher = getattr(instance, "run_launcher", None)
-    defaults = getattr(launcher, "defaults", None)
-    folder = getattr(launcher, "folder", None)
-    return (defaults if isinstance(defaults, SlurmSpec) else SlurmSpec()), folder
-
-
 @dataclass(frozen=True)
 class StepRoute:
-    """How one step is launched: `kind` "slurm" (one job) or "local" (next to the run worker)."""
+    """How one step is launched: `kind` "job" (one Slurm job) or "local" (next to the run
+    worker, submitting job arrays), with its merged spec."""
 
     kind: str
     spec: SlurmSpec
@@ -83,162 +80,158 @@ class StepRoute:
     reason: str
 
 
+def route_for(cell: type[Cell] | None, missing: int, base: SlurmSpec) -> StepRoute:
+    """Where a step of `cell` with `missing` instances to compute runs (see module docstring)."""
+    if cell is None:
+        return StepRoute(ROUTE_JOB, base, missing, "not a cell step")
+    spec = merge(base, cell_spec(cell))
+    mode = effective_mode(Mode.SLURM, cell.mode, in_parallel=cell.in_parallel, where=cell.full_name)
+    if mode is not Mode.SLURM:
+        return StepRoute(ROUTE_LOCAL, spec, missing, f"cell mode {mode.value}")
+    if missing >= 2:
+        return StepRoute(ROUTE_LOCAL, spec, missing, f"{missing} missing instances: one job array")
+    return StepRoute(ROUTE_JOB, spec, missing, "one Slurm job")
+
+
 class SlurmStepHandler(_compat.StepHandler):
     """Launches each step as a Slurm job, or locally when it fans out (see module docstring).
 
     Args:
-        executor_spec: the executor run config's SlurmSpec layer.
-        folder: submitit folder root (default: the launcher's, else `<DAGSTER_HOME>/slurm`);
-            each run gets `<folder>/<run id>/`.
-        python: interpreter command for the jobs (default: this process's).
-        array: the engine submits a fan-out step's instances as one job array (False: one
-            sbatch per instance, the bench baseline).
-        store_root: the artifact store (default FURTHER_ROOT / ./.further).
+        location: the code location of the run (None: a job without cell assets; every step
+            is then one Slurm job).
+        executor_config: the further executor's processed config (its `slurm` layer).
+        client: who talks to Slurm (default `SubmititClient()`).
     """
 
     def __init__(
         self,
-        executor_spec: SlurmSpec | None = None,
+        location: Location | None,
+        executor_config: Mapping[str, Any],
         *,
-        folder: str | None = None,
-        python: str | None = None,
-        array: bool = True,
-        store_root: str | None = None,
+        client: SlurmClient | None = None,
     ) -> None:
-        self.executor_spec = executor_spec or SlurmSpec()
-        self.folder = folder
-        self.python = python
-        self.array = array
-        self.store_root = store_root
+        self.location = location
+        self.executor_config = dict(executor_config)
+        self.client: SlurmClient = client or SubmititClient()
 
     @property
     def name(self) -> str:
         return "SlurmStepHandler"
 
+    def layer(self, ctx: _compat.StepHandlerContext) -> SlurmLayer:
+        return slurm_layer(ctx.instance, ctx.execute_step_args.run_id, self.executor_config)
+
     # --- routing ------------------------------------------------------------------------
 
-    def _base(self, ctx: Any) -> tuple[SlurmSpec, Path]:
-        defaults, launcher_folder = launcher_layer(ctx.instance)
-        root = self.folder or launcher_folder
-        folder = Path(root) if root else default_folder(ctx.instance)
-        return merge(defaults, self.executor_spec), folder / ctx.execute_step_args.run_id
-
-    def _step_instances(self, ctx: Any, step_key: str) -> tuple[type | None, list[Instance]]:
-        """The cell of a cell step and the instances it will compute (None for other steps)."""
-        tags = ctx.step_tags.get(step_key, {})
-        if TOKEN_TAG not in tags:
-            return None, []
-        from further_dagster.dagster.executor import run_partition_keys
-
+    def step_plan(
+        self, ctx: _compat.StepHandlerContext, step_key: str
+    ) -> tuple[type[Cell] | None, int]:
+        """The cell of a cell step and how many instances it will compute (None, 0 for other
+        steps), by the run's partitions and freshness: what the step itself will do."""
+        location = self.location
+        if location is None:
+            return None, 0
         step = ctx.get_step_context(step_key).step
-        run_tags = dict(ctx.dagster_run.tags)
-        cell: type | None = None
-        mine: list[Instance] = []
-        for output in step.step_outputs:
-            asset_key = output.properties.asset_key if output.properties else None
-            if asset_key is None:
-                continue
-            compiled = compiled_for(asset_key, tags)
-            cell = compiled.asset_by_key[asset_key].cell
-            pks = run_partition_keys(run_tags, compiled, asset_key)
-            by_pk = compiled.instances_for(asset_key, pks)
-            mine.extend(i for group in by_pk.values() for i in group)
-        store = ArtifactStore(self.store_root)
-        return cell, [i for i in walk(mine) if not is_stored(store, i)]
+        keys = [
+            o.properties.asset_key
+            for o in step.step_outputs
+            if o.properties is not None and o.properties.asset_key in location.asset_by_key
+        ]
+        if not keys:
+            return None, 0
+        run = ctx.dagster_run
+        actual = location.actual_instances(run_freshness(location, run.tags, run.run_config))
+        partitions = {k: run_partition_keys(run.tags, location.asset_by_key[k]) for k in keys}
+        planned = location.step_instances(partitions, actual)
+        return location.asset_by_key[keys[0]].cell, len(planned.missing)
 
-    def route(self, ctx: Any, step_key: str, base: SlurmSpec) -> StepRoute:
+    def route(self, ctx: _compat.StepHandlerContext, step_key: str, base: SlurmSpec) -> StepRoute:
         """Where `step_key` runs, and with which spec."""
         try:
-            cell, missing = self._step_instances(ctx, step_key)
+            cell, missing = self.step_plan(ctx, step_key)
         except (FurtherError, dg.DagsterError, KeyError) as exc:  # decided in the step instead
             log.warning("could not plan step %s (%s); submitting it as one job", step_key, exc)
-            cell, missing = None, []
-        if cell is None:
-            return StepRoute("slurm", base, len(missing), "not a cell step")
-        spec = merge(base, cell_spec(cell))
-        mode = effective_mode(
-            Mode.SLURM,
-            getattr(cell, "mode", None),
-            in_parallel=getattr(cell, "in_parallel", True),
-            where=getattr(cell, "full_name", step_key),
-        )
-        if mode is not Mode.SLURM:
-            return StepRoute("local", spec, len(missing), f"cell mode {mode.value}")
-        if len(missing) >= 2:
-            return StepRoute(
-                "local", spec, len(missing), f"{len(missing)} missing instances: one job array"
-            )
-        return StepRoute("slurm", spec, len(missing), "one Slurm job")
+            cell, missing = None, 0
+        return route_for(cell, missing, base)
 
     # --- StepHandler ----------------------------------------------------------------------
 
-    def launch_step(self, step_handler_context: Any) -> Iterator[Any]:
+    def launch_step(
+        self, step_handler_context: _compat.StepHandlerContext
+    ) -> Iterator[_compat.DagsterEvent]:
         ctx = step_handler_context
-        (step_key,) = ctx.execute_step_args.step_keys_to_execute
+        step_key = _step_key(ctx)
+        run_id = ctx.execute_step_args.run_id
+        layer = self.layer(ctx)
+        route = self.route(ctx, step_key, layer.base)
+        ctx.instance.add_run_tags(run_id, {T.ROUTE_TAG_PREFIX + step_key: route.kind})
+        if route.kind == ROUTE_LOCAL:
+            yield from self._launch_local(ctx, step_key, layer, route)
+        else:
+            yield from self._launch_job(ctx, step_key, layer, route)
+
+    def _launch_job(
+        self,
+        ctx: _compat.StepHandlerContext,
+        step_key: str,
+        layer: SlurmLayer,
+        route: StepRoute,
+    ) -> Iterator[_compat.DagsterEvent]:
         run_id = ctx.execute_step_args.run_id
         retry = _compat.step_retry_count(ctx, step_key)
-        base, folder = self._base(ctx)
-        route = self.route(ctx, step_key, base)
-        if route.kind == "local":
-            argv = _compat.step_command(ctx)
-            yield from self._launch_local(ctx, step_key, retry, argv, base, folder, route)
-            return
         argv = _compat.step_command(ctx, module=WORKER_MODULE)
         job_name = f"dagster-{run_id[:8]}-{step_key}-{retry}"
         started = time.perf_counter()
         try:
-            job = submit_with_fallbacks(
-                folder / "steps",
+            job = self.client.submit(
+                layer.folder / "steps",
                 route.spec,
                 run_command,
                 argv,
-                {STEP_MODE_ENV: Mode.INLINE.value},
+                None,
                 cwd=os.getcwd(),
                 job_name=job_name,
-                python=self.python,
+                python=layer.python,
             )
         except SlurmSubmissionError as exc:
             yield _compat.step_failure_event(ctx, step_key, str(exc), "SlurmSubmissionError")
             return
-        ctx.instance.add_run_tags(run_id, {f"{STEP_TAG_PREFIX}{step_key}": str(job.job_id)})
+        ctx.instance.add_run_tags(run_id, {T.STEP_TAG_PREFIX + step_key: job.job_id})
         yield _compat.DagsterEvent.engine_event(
             ctx.get_step_context(step_key),
             f"Submitted step {step_key} as Slurm job {job.job_id} ({_describe(route.spec)}) "
             f"in {time.perf_counter() - started:.2f}s",
             _compat.EngineEventData(
                 metadata={
-                    "Slurm job id": str(job.job_id),
+                    "Slurm job id": job.job_id,
                     "job name": job_name,
                     "spec": dg.MetadataValue.json(spec_json(route.spec)),
-                    "stdout": dg.MetadataValue.path(str(job.paths.stdout)),
-                    "stderr": dg.MetadataValue.path(str(job.paths.stderr)),
+                    "stdout": dg.MetadataValue.path(str(job.stdout)),
+                    "stderr": dg.MetadataValue.path(str(job.stderr)),
                 }
             ),
         )
 
     def _launch_local(
         self,
-        ctx: Any,
+        ctx: _compat.StepHandlerContext,
         step_key: str,
-        retry: int,
-        argv: list[str],
-        base: SlurmSpec,
-        folder: Path,
+        layer: SlurmLayer,
         route: StepRoute,
-    ) -> Iterator[Any]:
-        settings = SlurmSettings(folder=folder / "arrays" / step_key, base=base, array=self.array)
-        env = {**os.environ, **settings.env(), STEP_MODE_ENV: Mode.SLURM.value}
-        log_dir = folder / "local"
+    ) -> Iterator[_compat.DagsterEvent]:
+        retry = _compat.step_retry_count(ctx, step_key)
+        argv = _compat.step_command(ctx)
+        log_dir = layer.folder / "local"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{step_key}-{retry}.log"
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
             )
         _LOCAL[process.pid] = process
         where = f"{process.pid}@{socket.gethostname()}"
         ctx.instance.add_run_tags(
-            ctx.execute_step_args.run_id, {f"{STEP_TAG_PREFIX}{step_key}": LOCAL_PREFIX + where}
+            ctx.execute_step_args.run_id, {T.STEP_TAG_PREFIX + step_key: T.LOCAL_PREFIX + where}
         )
         yield _compat.DagsterEvent.engine_event(
             ctx.get_step_context(step_key),
@@ -248,42 +241,45 @@ class SlurmStepHandler(_compat.StepHandler):
                     "pid": str(process.pid),
                     "log": dg.MetadataValue.path(str(log_path)),
                     "missing instances": route.missing,
-                    "array folder": dg.MetadataValue.path(str(settings.folder)),
+                    "array folder": dg.MetadataValue.path(str(array_folder(layer, step_key))),
                 }
             ),
         )
 
-    def _tags(self, ctx: Any) -> Mapping[str, str]:
+    def _tags(self, ctx: _compat.StepHandlerContext) -> Mapping[str, str]:
         run = ctx.instance.get_run_by_id(ctx.execute_step_args.run_id)
         return dict(run.tags) if run is not None else {}
 
-    def check_step_health(self, step_handler_context: Any) -> Any:
+    def check_step_health(
+        self, step_handler_context: _compat.StepHandlerContext
+    ) -> _compat.CheckStepHealthResult:
         ctx = step_handler_context
-        (step_key,) = ctx.execute_step_args.step_keys_to_execute
-        job_id = self._tags(ctx).get(f"{STEP_TAG_PREFIX}{step_key}")
+        step_key = _step_key(ctx)
+        job_id = self._tags(ctx).get(T.STEP_TAG_PREFIX + step_key)
         if job_id is None:
             return _compat.CheckStepHealthResult.healthy()
-        if job_id.startswith(LOCAL_PREFIX):
-            return _local_health(job_id.removeprefix(LOCAL_PREFIX))
-        state = slurm_state(job_id)
-        if state in LIVE_STATES or state == "COMPLETED":
+        if job_id.startswith(T.LOCAL_PREFIX):
+            return _local_health(job_id.removeprefix(T.LOCAL_PREFIX))
+        state = self.client.state(job_id)
+        if states.is_live(state) or state == "COMPLETED":
             return _compat.CheckStepHealthResult.healthy()
-        _, folder = self._base(ctx)
+        folder = self.layer(ctx).folder / "steps"
         return _compat.CheckStepHealthResult.unhealthy(
-            describe_job_end(job_id, state, folder / "steps", what=f"step {step_key}")
+            describe_job_end(self.client, job_id, state, folder, what=f"step {step_key}")
         )
 
-    def terminate_step(self, step_handler_context: Any) -> Iterator[Any]:
+    def terminate_step(
+        self, step_handler_context: _compat.StepHandlerContext
+    ) -> Iterator[_compat.DagsterEvent]:
         ctx = step_handler_context
-        (step_key,) = ctx.execute_step_args.step_keys_to_execute
-        tags = self._tags(ctx)
+        step_key = _step_key(ctx)
+        job_id = self._tags(ctx).get(T.STEP_TAG_PREFIX + step_key)
         stopped: list[str] = []
-        job_id = tags.get(f"{STEP_TAG_PREFIX}{step_key}")
-        if job_id is not None and not job_id.startswith(LOCAL_PREFIX):
-            cancel(job_id)
+        if job_id is not None and not job_id.startswith(T.LOCAL_PREFIX):
+            self.client.cancel(job_id)
             stopped.append(f"Slurm job {job_id}")
-        if job_id is not None and job_id.startswith(LOCAL_PREFIX):
-            pid = _local_pid(job_id.removeprefix(LOCAL_PREFIX))
+        if job_id is not None and job_id.startswith(T.LOCAL_PREFIX):
+            pid = _local_pid(job_id.removeprefix(T.LOCAL_PREFIX))
             if pid is not None:
                 try:  # SIGTERM: the step is interrupted and its engine cancels its arrays
                     os.killpg(pid, signal.SIGTERM)
@@ -297,6 +293,49 @@ class SlurmStepHandler(_compat.StepHandler):
         )
 
 
+def _step_key(ctx: _compat.StepHandlerContext) -> str:
+    """The one step a step handler call is about (the step-delegating executor sends one)."""
+    (step_key,) = ctx.execute_step_args.step_keys_to_execute or ()
+    return step_key
+
+
+def array_folder(layer: SlurmLayer, step_key: str) -> Path:
+    """Where a fan-out step's job arrays are submitted."""
+    return layer.folder / "arrays" / step_key
+
+
+def fanout_settings(context: dg.AssetExecutionContext, location: Location) -> SlurmSettings:
+    """The engine's Slurm settings inside a fan-out step: the same layer as the handler that
+    launched it (run config + instance), the location's client; each submission is logged to
+    the step's event log and its job ids are recorded in the run's tags
+    (`further/slurm_array/<step key>`), where terminate and a restarted daemon find them."""
+    instance, run = context.instance, context.run
+    step_key = context.get_step_execution_context().step.key
+    config = resolved_executor_config(context.job_def, run.run_config)
+    layer = slurm_layer(instance, run.run_id, config)
+    tag = T.ARRAY_TAG_PREFIX + step_key
+
+    def record(submission: Submission) -> None:
+        current = instance.get_run_by_id(run.run_id)
+        known = [i for i in ((current.tags.get(tag) or "") if current else "").split(",") if i]
+        parents = sorted({j.split("_")[0] for j in submission.job_ids} - set(known))
+        instance.add_run_tags(run.run_id, {tag: ",".join([*known, *parents])})
+        kind = "one job array" if submission.array else "one job"
+        context.log.info(
+            f"further: submitted {len(submission.job_ids)} instance(s) of {submission.cell} to "
+            f"Slurm as {kind} {', '.join(parents)} in {submission.seconds:.3f}s"
+        )
+
+    return SlurmSettings(
+        folder=array_folder(layer, step_key),
+        base=layer.base,
+        array=layer.array,
+        python=layer.python,
+        on_submit=record,
+        client=location.slurm_client,
+    )
+
+
 def _local_pid(where: str) -> int | None:
     pid, _, host = where.partition("@")
     if host and host != socket.gethostname():
@@ -307,7 +346,7 @@ def _local_pid(where: str) -> int | None:
         return None
 
 
-def _local_health(where: str) -> Any:
+def _local_health(where: str) -> _compat.CheckStepHealthResult:
     pid = _local_pid(where)
     if pid is None:  # another host: nothing to check from here
         return _compat.CheckStepHealthResult.healthy()

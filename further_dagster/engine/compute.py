@@ -14,7 +14,7 @@ from typing import Any
 
 from further_dagster.core.cell import Contributions
 from further_dagster.core.instances import Instance
-from further_dagster.store import ArtifactStore, Outcome
+from further_dagster.store import Outcome, Store
 
 log = logging.getLogger("further")
 
@@ -26,7 +26,7 @@ class ContributionCache:
         self._values: MutableMapping[str, Contributions] = {}
         self._lock = threading.Lock()
 
-    def get(self, store: ArtifactStore, inst: Instance) -> Contributions:
+    def get(self, store: Store, inst: Instance) -> Contributions:
         found = self._values.get(inst.key)
         if found is None:
             found = load(store, inst)
@@ -35,14 +35,10 @@ class ContributionCache:
         return found
 
 
-def load(store: ArtifactStore, inst: Instance) -> Contributions:
+def load(store: Store, inst: Instance) -> Contributions:
     """The stored contributions of `inst` (raises CorruptArtifactError if they are not whole)."""
     values = store.load(inst.cell.project.name, inst.cell.name, inst.key)
     return Contributions(values, key=inst.key, specs=inst.specs, cell=inst.cell.full_name)
-
-
-def is_stored(store: ArtifactStore, inst: Instance) -> bool:
-    return store.is_stored(inst.cell.project.name, inst.cell.name, inst.key)
 
 
 def provenance_of(inst: Instance) -> dict[str, Any]:
@@ -60,7 +56,7 @@ def provenance_of(inst: Instance) -> dict[str, Any]:
     }
 
 
-def ensure(store: ArtifactStore, inst: Instance, cache: ContributionCache | None = None) -> Outcome:
+def ensure(store: Store, inst: Instance, cache: ContributionCache | None = None) -> Outcome:
     """Make sure `inst` is stored: a hit costs one stat; a miss loads the inputs, runs make()
     under the store's lease, checks the contributions and commits them atomically."""
     cache = cache or ContributionCache()

@@ -16,8 +16,9 @@ from typing import Any
 
 from further_dagster.core.cell import Cell
 from further_dagster.core.freshness import FreshnessOverrides, History, Latest, Observation
-from further_dagster.core.resource import call_get_release, release_key, structural_key
-from further_dagster.store import ArtifactStore, ReleaseHistory
+from further_dagster.core.keys import release_key, structural_key
+from further_dagster.core.resource import call_get_release
+from further_dagster.store import ReleaseHistory, Store
 
 log = logging.getLogger("further")
 
@@ -58,7 +59,7 @@ class ReleaseResolver:
 
     def __init__(
         self,
-        store: ArtifactStore,
+        store: Store,
         freshness: FreshnessOverrides | None = None,
         *,
         clock: Clock | None = None,
@@ -127,7 +128,7 @@ class ReleaseResolver:
         return History(observations, stored)
 
 
-def observe_all_latest(store: ArtifactStore, *, clock: Clock | None = None, source: str) -> Any:
+def observe_all_latest(store: Store, *, clock: Clock | None = None, source: str) -> Any:
     """A resolver that observes every resource with `latest()` (what Dagster's observe uses)."""
     return ReleaseResolver(
         store, FreshnessOverrides(Latest()), clock=clock, source=source, always_observe=True

@@ -1,5 +1,8 @@
 """Run the missing instances of a plan in dependency order, in parallel where the mode allows.
 
+Three parts, each testable alone: `Progress` is the ready queue and the bookkeeping (what is
+ready, what a failure blocks, the report); the backends (engine/backends/) run instances; and
+`run_missing` moves ready instances to their mode's backend and settles what comes back.
 Independent instances run concurrently; a failed instance blocks only its dependents, and every
 other instance still runs and is stored, so nothing computed is lost to one failure.
 """
@@ -10,18 +13,20 @@ import concurrent.futures as cf
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from further_dagster.core.instances import Instance
-from further_dagster.engine.compute import ContributionCache, ensure
+from further_dagster.engine.backends import Backend, make_backend
+from further_dagster.engine.compute import ContributionCache
 from further_dagster.engine.modes import Mode, effective_mode
 from further_dagster.errors import CellComputeError, FurtherError
-from further_dagster.store import ArtifactStore, Outcome
+from further_dagster.store import Outcome, Store
 
 if TYPE_CHECKING:  # submitit is imported only when a SLURM instance runs
-    from further_dagster.engine.backends.slurm import SlurmPool, SlurmSettings
+    from further_dagster.engine.backends.slurm import SlurmSettings
 
 log = logging.getLogger("further")
 
@@ -46,61 +51,126 @@ class RunReport:
         )
 
 
-def _pool(mode: Mode, workers: int, store: ArtifactStore) -> cf.Executor:
-    if mode is Mode.LOCAL:
-        return cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="further")
-    if mode is Mode.LOCAL_PROCESSES:
-        import multiprocessing
-
-        return cf.ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        )
-    if mode is Mode.DASK:
-        from further_dagster.engine.backends.dask import DaskPool
-
-        return DaskPool(store, workers)
-    raise FurtherError(f"no pool for mode {mode.value}")  # INLINE and SLURM never get here
+OnDone = Callable[[Instance, Outcome], None]
 
 
-def _dask_ensure(store_root: str, inst: Instance) -> Outcome:
-    from further_dagster.engine.backends.dask import ensure_on_worker
+class Progress:
+    """The ready queue over `missing` (dependencies first) and what each result means."""
 
-    return ensure_on_worker(store_root, inst)
+    def __init__(
+        self, missing: Sequence[Instance], report: RunReport, on_done: OnDone | None = None
+    ) -> None:
+        self.todo = {inst.key: inst for inst in missing}
+        self.report = report
+        self.on_done = on_done
+        self.waiting_on: dict[str, set[str]] = {
+            inst.key: {d.key for d in inst.dep_instances() if d.key in self.todo}
+            for inst in missing
+        }
+        self.dependents: dict[str, list[str]] = {k: [] for k in self.todo}
+        for key, deps in self.waiting_on.items():
+            for dep in deps:
+                self.dependents[dep].append(key)
+        self.ready: deque[str] = deque(k for k, deps in self.waiting_on.items() if not deps)
+        self._blocked: set[str] = set()
+        self.total, self.done = len(self.todo), 0
+
+    def take_ready(self) -> list[Instance]:
+        """Every instance ready now (its dependencies are stored), in order."""
+        out = [self.todo[k] for k in self.ready if k not in self._blocked]
+        self.ready.clear()
+        return out
+
+    def succeeded(self, key: str, outcome: Outcome) -> None:
+        self.done += 1
+        inst, report = self.todo[key], self.report
+        report.outcomes[key] = outcome
+        if outcome.hit:
+            (report.waited if outcome.waited else report.cached).append(key)
+            log.info("stored by another process %s [%d/%d]", inst.label, self.done, self.total)
+        else:
+            report.computed.append(key)
+            log.info(
+                "computed %s in %.2fs [%d/%d]",
+                inst.label,
+                outcome.duration_s,
+                self.done,
+                self.total,
+            )
+        if self.on_done is not None:
+            self.on_done(inst, outcome)
+        for dependent in self.dependents[key]:
+            self.waiting_on[dependent].discard(key)
+            if not self.waiting_on[dependent] and dependent not in self._blocked:
+                self.ready.append(dependent)
+
+    def failed(self, key: str, error: BaseException) -> None:
+        """Record the failure and block everything that depends on it, transitively."""
+        self.done += 1
+        self.report.failed[key] = error
+        log.error("failed %s [%d/%d]: %s", self.todo[key].label, self.done, self.total, error)
+        pending = list(self.dependents[key])
+        while pending:
+            blocked = pending.pop()
+            if blocked not in self._blocked:
+                self._blocked.add(blocked)
+                self.report.blocked.append(blocked)
+                self.done += 1
+                pending.extend(self.dependents[blocked])
 
 
-def _ensure_in_child(store_root: str, inst: Instance) -> Outcome:
-    return ensure(ArtifactStore(store_root), inst)
+class _Backends:
+    """The backends of one run, built on first use and shut down together."""
+
+    def __init__(
+        self, store: Store, workers: int, cache: ContributionCache, slurm: SlurmSettings | None
+    ) -> None:
+        self.store, self.workers, self.cache, self.slurm = store, workers, cache, slurm
+        self.by_mode: dict[Mode, Backend] = {}
+
+    def get(self, mode: Mode) -> Backend:
+        backend = self.by_mode.get(mode)
+        if backend is None:
+            backend = self.by_mode[mode] = make_backend(
+                mode, self.store, workers=self.workers, cache=self.cache, slurm=self.slurm
+            )
+        return backend
+
+    def shutdown(self) -> None:
+        for backend in self.by_mode.values():
+            backend.shutdown(wait=True, cancel_futures=True)
+
+
+def _by_mode(insts: Iterable[Instance], modes: dict[str, Mode]) -> dict[Mode, list[Instance]]:
+    """Ready instances grouped by mode, each group in order (a SLURM group is one array)."""
+    groups: dict[Mode, list[Instance]] = {}
+    for inst in insts:
+        groups.setdefault(modes[inst.key], []).append(inst)
+    return groups
 
 
 def run_missing(
-    store: ArtifactStore,
-    missing: list[Instance],
+    store: Store,
+    missing: Sequence[Instance],
     *,
     mode: Mode,
     max_workers: int | None = None,
     report: RunReport | None = None,
-    on_done: Callable[[Instance, Outcome], None] | None = None,
+    on_done: OnDone | None = None,
     slurm: SlurmSettings | None = None,
 ) -> RunReport:
     """Compute `missing` (dependencies first). Raises the first CellComputeError at the end.
 
-    Per instance, the cell's effective mode under the ceiling `mode` decides where it runs:
-    INLINE here, LOCAL in threads, LOCAL_PROCESSES in spawned processes, DASK as Dask tasks
-    (engine/dask_mode.py), SLURM as Slurm job-array tasks, one array per wave of instances that
-    are ready together (engine/slurm_mode.py, configured by `slurm`).
+    Per instance, the cell's effective mode under the ceiling `mode` decides its backend
+    (engine/backends/): INLINE here, LOCAL in threads, LOCAL_PROCESSES in spawned processes,
+    DASK as Dask tasks, SLURM as Slurm job-array tasks, one array per wave of instances that are
+    ready together (configured by `slurm`).
     """
     report = report or RunReport()
     if not missing:
         return report
     start = time.perf_counter()
-    todo = {inst.key: inst for inst in missing}
-    waiting_on: dict[str, set[str]] = {
-        inst.key: {d.key for d in inst.dep_instances() if d.key in todo} for inst in missing
-    }
-    dependents: dict[str, list[str]] = {k: [] for k in todo}
-    for key, deps in waiting_on.items():
-        for dep in deps:
-            dependents[dep].append(key)
+    progress = Progress(missing, report, on_done)
     modes = {
         inst.key: effective_mode(
             mode, inst.cell.mode, in_parallel=inst.cell.in_parallel, where=inst.cell.full_name
@@ -108,109 +178,55 @@ def run_missing(
         for inst in missing
     }
     workers = max_workers or min(32, (os.cpu_count() or 1) + 2)
-    pools: dict[Mode, cf.Executor] = {}
-    slurm_pool: SlurmPool | None = None
-    cache = ContributionCache()
-    ready = [k for k, deps in waiting_on.items() if not deps]
+    backends = _Backends(store, workers, ContributionCache(), slurm)
     running: dict[cf.Future[Outcome], str] = {}
-    total, done = len(todo), 0
-
-    def finish(key: str, outcome: Outcome | None, error: BaseException | None) -> None:
-        nonlocal done
-        done += 1
-        inst = todo[key]
-        if error is not None:
-            report.failed[key] = error
-            log.error("failed %s [%d/%d]: %s", inst.label, done, total, error)
-            blocked = list(dependents[key])
-            while blocked:
-                b = blocked.pop()
-                if b not in report.blocked:
-                    report.blocked.append(b)
-                    done += 1
-                    blocked.extend(dependents[b])
-            return
-        assert outcome is not None
-        report.outcomes[key] = outcome
-        if outcome.hit:
-            (report.waited if outcome.waited else report.cached).append(key)
-            log.info("stored by another process %s [%d/%d]", inst.label, done, total)
-        else:
-            report.computed.append(key)
-            log.info("computed %s in %.2fs [%d/%d]", inst.label, outcome.duration_s, done, total)
-        if on_done is not None:
-            on_done(inst, outcome)
-        for dependent in dependents[key]:
-            waiting_on[dependent].discard(key)
-            if not waiting_on[dependent] and dependent not in report.blocked:
-                ready.append(dependent)
-
     try:
-        while ready or running:
-            wave: list[str] = []  # SLURM instances ready together: one job array
-            while ready:
-                key = ready.pop(0)
-                if key in report.blocked:
-                    continue
-                inst, inst_mode = todo[key], modes[key]
-                if inst_mode is Mode.INLINE:
-                    try:
-                        finish(key, ensure(store, inst, cache), None)
-                    except FurtherError as exc:
-                        finish(key, None, exc)
-                    continue
-                if inst_mode is Mode.SLURM:
-                    wave.append(key)
-                    continue
-                if inst_mode not in pools:
-                    pools[inst_mode] = _pool(inst_mode, workers, store)
-                if inst_mode is Mode.LOCAL_PROCESSES:
-                    fut = pools[inst_mode].submit(_ensure_in_child, str(store.root), inst)
-                elif inst_mode is Mode.DASK:
-                    fut = pools[inst_mode].submit(_dask_ensure, str(store.root), inst)
-                else:
-                    fut = pools[inst_mode].submit(ensure, store, inst, cache)
-                running[fut] = key
-            if wave:
-                if slurm_pool is None:
-                    from further_dagster.engine.backends.slurm import SlurmPool
-
-                    slurm_pool = SlurmPool(store, slurm)
-                    pools[Mode.SLURM] = slurm_pool
-                futures = slurm_pool.submit_many([todo[k] for k in wave])
-                for key, fut in zip(wave, futures, strict=True):
-                    running[fut] = key
+        while progress.ready or running:
+            for inst_mode, group in _by_mode(progress.take_ready(), modes).items():
+                futures = backends.get(inst_mode).submit_many(group)
+                running.update((f, i.key) for f, i in zip(futures, group, strict=True))
             if not running:
                 break
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                key = running.pop(fut)
-                error = fut.exception()
-                if error is None:
-                    finish(key, fut.result(), None)
-                elif isinstance(error, FurtherError):
-                    finish(key, None, error)
-                else:
-                    raise error
+            for future in finished:
+                _settle(progress, running.pop(future), future)
     finally:
-        for pool in pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+        backends.shutdown()
     report.seconds += time.perf_counter() - start
-    if report.failed:
-        first = next(iter(report.failed.values()))
-        if len(report.failed) == 1 and not report.blocked:
-            raise first
-        extra = (
-            f" ({len(report.failed)} instance(s) failed, {len(report.blocked)} blocked "
-            f"by them; everything else was stored)"
-        )
-        if isinstance(first, CellComputeError):
-            raise CellComputeError(
-                str(first) + extra,
-                cell=first.cell,
-                key=first.key,
-                state_path=first.state_path,
-                remote_traceback=first.remote_traceback,
-            ) from first
-        raise first
+    _raise_failures(report)
     return report
+
+
+def _settle(progress: Progress, key: str, future: cf.Future[Outcome]) -> None:
+    error = future.exception()
+    if error is None:
+        progress.succeeded(key, future.result())
+    elif isinstance(error, FurtherError):
+        progress.failed(key, error)
+    else:  # not a cell's failure (a bug, an interrupt): stop the run
+        raise error
+
+
+def _raise_failures(report: RunReport) -> None:
+    """Raise the first failure, saying how many failed and were blocked when there are more."""
+    if not report.failed:
+        return
+    first = next(iter(report.failed.values()))
+    if len(report.failed) == 1 and not report.blocked:
+        raise first
+    extra = (
+        f" ({len(report.failed)} instance(s) failed, {len(report.blocked)} blocked "
+        f"by them; everything else was stored)"
+    )
+    if isinstance(first, CellComputeError):
+        raise CellComputeError(
+            str(first) + extra,
+            cell=first.cell,
+            key=first.key,
+            state_path=first.state_path,
+            remote_traceback=first.remote_traceback,
+        ) from first
+    raise first
+
+
+__all__ = ["Progress", "RunReport", "run_missing"]

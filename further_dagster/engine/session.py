@@ -7,9 +7,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from further_dagster.core.cell import Cell, Contributions
 from further_dagster.core.freshness import normalize_freshness
@@ -23,11 +22,15 @@ from further_dagster.core.instances import (
 )
 from further_dagster.core.params import has_var
 from further_dagster.core.project import Project, generation, resolve_cell
-from further_dagster.engine.compute import is_stored, load
+from further_dagster.engine.compute import load
 from further_dagster.engine.modes import Mode, parse_mode
-from further_dagster.engine.releases import Clock, ReleaseResolver, Resolved
+from further_dagster.engine.plan import Plan, plan_for
+from further_dagster.engine.releases import Clock, ReleaseResolver
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.store import ArtifactStore, ReleaseHistory
+
+if TYPE_CHECKING:
+    from further_dagster.engine.backends.slurm import SlurmSettings
 
 log = logging.getLogger("further")
 
@@ -42,18 +45,6 @@ def _install_console_logging() -> None:
     log.setLevel(logging.INFO)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The instances one call needs: `roots` (one per session-level VAR combination), every
-    unique instance dependencies-first, and which of them are not stored yet."""
-
-    roots: list[Instance]
-    instances: list[Instance]
-    missing: list[Instance]
-    swept: bool
-    releases: tuple[Resolved, ...] = ()
-
-
 class Session:
     """Calls cells, computing only instances whose logic key is not stored.
 
@@ -64,12 +55,14 @@ class Session:
         mode: INLINE (one thread, the default) or LOCAL (thread pool); LOCAL_PROCESSES uses a
             process pool. DASK runs instances as Dask tasks
             (FURTHER_DASK_ADDRESS, else a local cluster); SLURM as Slurm job arrays, one per wave
-            of ready instances (FURTHER_SLURM_FOLDER / _SPEC / _ARRAY; engine/slurm_mode.py).
+            of ready instances (configured by `slurm`; engine/backends/slurm.py).
         max_workers: pool size for LOCAL modes.
         progress: log progress lines to stderr (when logging is not configured).
         store: an ArtifactStore to use instead of `root`.
         freshness: default freshness override for every call (see `call`).
         clock: returns the current aware datetime, for freshness policies (default: UTC now).
+        slurm: how SLURM mode submits (`SlurmSettings`: folder, base spec, arrays, client);
+            default: a fresh folder under the store root, the cells' own specs, job arrays.
     """
 
     def __init__(
@@ -82,8 +75,10 @@ class Session:
         store: ArtifactStore | None = None,
         freshness: Any = None,
         clock: Clock | None = None,
+        slurm: SlurmSettings | None = None,
     ) -> None:
         self.store = store or ArtifactStore(root)
+        self.slurm = slurm
         self.freshness = normalize_freshness(freshness, where="Session(freshness=...)")
         self.clock: Callable[[], Any] | None = clock
         self._history = ReleaseHistory(self.store.root)
@@ -131,8 +126,9 @@ class Session:
         plan_key = repr((target.full_name, values, all_params, specs, opts))
         cached = self._plans.get(plan_key)
         if cached is not None and freshness is None and cached.valid():
-            missing = [inst for inst in cached.instances if not is_stored(self.store, inst)]
-            return Plan(cached.roots, cached.instances, missing, cached.swept)
+            return plan_for(
+                self.store, cached.roots, swept=cached.swept, instances=cached.instances
+            )
         releases = self._release_resolver(graph, freshness)
         session_values = {"values": values, "params": all_params, "specs": dict(specs or {})}
         swept = has_var(values) or any(
@@ -158,13 +154,12 @@ class Session:
             if len(self._plans) >= 256:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[plan_key] = _CachedPlan(roots, instances, swept)
-        missing = [inst for inst in instances if not is_stored(self.store, inst)]
-        return Plan(
-            roots=roots,
-            instances=instances,
-            missing=missing,
+        return plan_for(
+            self.store,
+            roots,
             swept=swept,
             releases=tuple(releases.resolved.values()),
+            instances=instances,
         )
 
     def _release_resolver(self, graph: DefinitionGraph, freshness: Any) -> ReleaseResolver:
@@ -220,7 +215,7 @@ class Session:
             **values,
         )
         report = RunReport()
-        report.cached = [i.key for i in plan.instances if i not in plan.missing]
+        report.cached = [i.key for i in plan.stored]
         if plan.missing:
             log.info(
                 "%s: %d instance(s), %d stored, %d to compute",
@@ -236,6 +231,7 @@ class Session:
             mode=parse_mode(mode, where="call") if mode else self.mode,
             max_workers=self.max_workers,
             report=report,
+            slurm=self.slurm,
         )
         results = [load(self.store, root) for root in plan.roots]
         report.seconds = time.perf_counter() - start
@@ -259,7 +255,7 @@ class Session:
     def observations(self, cell: str | type[Cell], **values: Any) -> list[dict[str, Any]]:
         """The release history of a resource instance, oldest first: one dict per observation
         with `release`, `observed_at`, `source` and `stored` (a result for it is stored)."""
-        from further_dagster.core.resource import structural_key
+        from further_dagster.core.keys import structural_key
 
         target = resolve_cell(cell)
         if not target.is_resource:

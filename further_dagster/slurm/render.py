@@ -1,7 +1,7 @@
-"""From a `SlurmSpec` to what submitit submits: pure functions, no cluster needed.
+"""From a `SlurmSpec` to what submitit submits: pure functions, no cluster (nor srun) needed.
 
 `submitit_parameters` gives the `AutoExecutor.update_parameters` keys; `sbatch_text` renders the
-exact sbatch script submitit writes for them, with submitit's own `_make_sbatch_string`, so a
+exact sbatch script submitit writes for them, with submitit's own renderer, so a
 golden file can pin it (tests/slurm/golden/*.sbatch).
 """
 
@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from submitit.auto.auto import AutoExecutor
-from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
-
+from further_dagster.slurm._submitit import (
+    SUBMIT_MODULE,
+    AutoExecutor,
+    SlurmExecutor,
+    convert_mem,
+    make_sbatch_string,
+)
 from further_dagster.slurm.spec import SlurmSpec
 
 __all__ = ["sbatch_text", "slurm_parameters", "submitit_parameters"]
@@ -58,7 +62,7 @@ def slurm_parameters(spec: SlurmSpec, job_name: str = "submitit") -> dict[str, A
     for key, value in {"name": job_name, **submitit_parameters(spec)}.items():
         if key in generic:
             slurm_key = renames.get(key, key)
-            out[slurm_key] = _convert_mem(value) if slurm_key == "mem" else value
+            out[slurm_key] = convert_mem(value) if slurm_key == "mem" else value
         else:
             assert key.startswith(_SLURM_PREFIX), key
             out[key[len(_SLURM_PREFIX) :]] = value
@@ -90,10 +94,10 @@ def sbatch_text(
     """
     folder = Path(folder).expanduser().absolute()
     interpreter = shlex.quote(sys.executable) if python is None else python
-    command = " ".join([interpreter, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    command = " ".join([interpreter, f"-u -m {SUBMIT_MODULE}", shlex.quote(str(folder))])
     params = slurm_parameters(spec, job_name)
     if array_size is not None:
         if array_size < 2:  # submitit submits a single call as a plain job, not an array
             raise ValueError(f"array_size must be >= 2, got {array_size}")
         params["map_count"] = array_size
-    return _make_sbatch_string(command=command, folder=folder, **params)
+    return make_sbatch_string(command, folder, **params)

@@ -18,18 +18,20 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from further_dagster import settings
+from further_dagster.core.names import is_identifier
 from further_dagster.errors import CorruptArtifactError, LockTimeout, StoreError
 from further_dagster.store import layout
-from further_dagster.store.attempt import Attempt, ComputeFn
+from further_dagster.store.attempt import Attempt
+from further_dagster.store.base import ComputeFn, Outcome, StoredKey
 from further_dagster.store.codecs import decode_file
-from further_dagster.store.lease import Lease, default_lease_s, validate_lease_s
+from further_dagster.store.lease import Lease
 from further_dagster.store.provenance import process_facts
 from further_dagster.store.records import (
     PROVENANCE_INPUT_FIELDS,
@@ -40,14 +42,9 @@ from further_dagster.store.records import (
     read_record,
     utcnow,
 )
-from further_dagster.store.root import resolve_root
 
 log = logging.getLogger("further.store")
 
-WAIT_TIMEOUT_ENV = "FURTHER_WAIT_TIMEOUT_SECS"
-MAX_ATTEMPTS_ENV = "FURTHER_MAX_ATTEMPTS"
-DEFAULT_WAIT_TIMEOUT_S = 3600.0
-DEFAULT_MAX_ATTEMPTS = 3
 WAIT_LOG_EVERY_S = 10.0
 
 # Instance dirs whose lease a thread of this process holds, to refuse re-entrant ensure calls
@@ -55,36 +52,11 @@ WAIT_LOG_EVERY_S = 10.0
 _held_by_thread: dict[str, int] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What `ensure` did.
-
-    `hit`: the result was already stored (or committed by another process while we waited);
-    `waited`: another holder's lease made us wait; `path`: the instance directory;
-    `duration_s`: time spent computing and committing (0 on a hit); `attempts`: the attempt
-    number this call ran (0 on a hit, since no attempt was made).
-    """
-
-    hit: bool
-    waited: bool
-    key: str
-    path: Path
-    duration_s: float
-    attempts: int
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise StoreError(f"{name}={raw!r} is not a number") from None
-
-
 class ArtifactStore:
-    """The local-filesystem artifact store rooted at `root` (see `resolve_root`).
+    """The local-filesystem artifact store rooted at `root`; implements `store.base.Store`.
+
+    Defaults come from `further_dagster.settings`, and explicit arguments are validated by the
+    same rules.
 
     Args:
         root: store root; default `FURTHER_ROOT`, else `<project>/.further`.
@@ -94,6 +66,9 @@ class ArtifactStore:
         poll_s: how often a waiter checks for the result or an expired lease.
         max_attempts: failed attempts after which `ensure` raises the stored error instead of
             running again; default `FURTHER_MAX_ATTEMPTS` or 3.
+
+    Raises:
+        ConfigurationError: a setting or argument is not allowed (the message names it).
     """
 
     def __init__(
@@ -105,24 +80,14 @@ class ArtifactStore:
         poll_s: float = 0.2,
         max_attempts: int | None = None,
     ) -> None:
-        self.root: Path = resolve_root(root)
+        self.root: Path = settings.store_root(root)
         self._root_str = str(self.root)
-        self.lease_s = validate_lease_s(lease_s if lease_s is not None else default_lease_s())
-        self.wait_timeout_s = (
-            float(wait_timeout_s)
-            if wait_timeout_s is not None
-            else _env_number(WAIT_TIMEOUT_ENV, DEFAULT_WAIT_TIMEOUT_S)
-        )
+        self.lease_s = settings.lease_s(lease_s)
+        self.wait_timeout_s = settings.wait_timeout_s(wait_timeout_s)
         if poll_s <= 0:
             raise StoreError(f"poll_s={poll_s} must be positive")
         self.poll_s = float(poll_s)
-        self.max_attempts = (
-            int(max_attempts)
-            if max_attempts is not None
-            else int(_env_number(MAX_ATTEMPTS_ENV, DEFAULT_MAX_ATTEMPTS))
-        )
-        if self.max_attempts < 1:
-            raise StoreError(f"max_attempts={self.max_attempts} must be at least 1")
+        self.max_attempts = settings.max_attempts(max_attempts)
 
     def __repr__(self) -> str:
         return f"ArtifactStore(root={self._root_str!r})"
@@ -325,3 +290,34 @@ class ArtifactStore:
                 log.info("waiting for %s.%s@%s held by %s", project, cell, key[:8], who)
                 next_log = now + WAIT_LOG_EVERY_S
             time.sleep(min(self.poll_s, max(deadline - now, 0.0)))
+
+    # --- listing --------------------------------------------------------------------------
+    # Last in the class: a method named `list` shadows the builtin for annotations below it.
+
+    def list(self, project: str | None = None, cell: str | None = None) -> Iterator[StoredKey]:
+        """Every committed result under the root, sorted, optionally of one project / cell.
+
+        Scans `<root>/<project>/<cell>/<key>/result`; what is not a valid name or key (the
+        `.releases` directory, stray files) is skipped, and so is an instance without a
+        committed `result/` (running, failed or crashed).
+        """
+        if project is not None:
+            layout.validate_name(project, "project")
+        if cell is not None:
+            layout.validate_name(cell, "cell")
+        root = self._root_str
+        for p in [project] if project is not None else _subdirs(root, is_identifier):
+            for c in [cell] if cell is not None else _subdirs(os.path.join(root, p), is_identifier):
+                cell_dir = os.path.join(root, p, c)
+                for k in _subdirs(cell_dir, layout.is_key):
+                    if os.path.isdir(os.path.join(cell_dir, k, layout.RESULT_NAME)):
+                        yield StoredKey(p, c, k)
+
+
+def _subdirs(path: str, valid: Callable[[str], bool]) -> list[str]:
+    """Sorted names of the subdirectories of `path` that pass `valid` ([] if there is none)."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted(e.name for e in entries if valid(e.name) and e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []

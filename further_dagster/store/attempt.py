@@ -17,13 +17,14 @@ import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from further_dagster.errors import CellComputeError, ContributionError, CorruptArtifactError
 from further_dagster.store import layout
+from further_dagster.store.base import ComputeFn
 from further_dagster.store.cell_log import capture_cell_log
 from further_dagster.store.codecs import encode_value
 from further_dagster.store.provenance import process_facts
@@ -39,9 +40,6 @@ from further_dagster.store.records import (
 )
 
 log = logging.getLogger("further.store")
-
-ComputeFn = Callable[[Path, logging.Logger], Mapping[str, Any]]
-"""`compute(tmp_dir, logger) -> {contribution name: value}`; may also write extra files."""
 
 
 @dataclass(frozen=True)

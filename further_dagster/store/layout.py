@@ -29,9 +29,9 @@ import os
 import re
 from pathlib import Path
 
+from further_dagster.core.names import STORE_RECORD_NAMES, check_identifier
 from further_dagster.errors import InvalidNameError, StoreError
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEY = re.compile(r"[0-9a-f]{32}")
 
 LOCK_NAME = "lock"
@@ -45,11 +45,8 @@ PROVENANCE_NAME = "provenance.json"
 RELEASES_DIR = ".releases"  # starts with a dot: no project (an identifier) can collide with it
 RELEASES_SUFFIX = ".jsonl"
 
-RESERVED_CONTRIBUTION_NAMES = frozenset({"manifest", "provenance"})
-"""Contribution names that would collide with the record files inside `result/`.
-
-Exposed so the cell layer can reject them at definition time instead of after `make()` ran.
-"""
+# core/names.py reserves the records' stems as contribution names; they must stay in step.
+assert {MANIFEST_NAME, PROVENANCE_NAME} == {f"{n}.json" for n in STORE_RECORD_NAMES}
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -58,15 +55,15 @@ Exposed so the cell layer can reject them at definition time instead of after `m
 def validate_name(value: object, what: str = "name") -> str:
     """Return `value` if it is a plain identifier, else raise `InvalidNameError` naming it.
 
-    `what` says which kind of name it is ("project", "cell", "contribution") for the message.
+    `what` says which kind of name it is ("project", "cell", "contribution") for the message;
+    the rule is `further_dagster.core.names`, the one cells are checked by when defined.
     """
-    if type(value) is not str or _IDENTIFIER.fullmatch(value) is None:
-        raise InvalidNameError(
-            f"invalid {what} name {value!r}: store names must match "
-            f"^[A-Za-z_][A-Za-z0-9_]*$ (letters, digits and underscores, not starting with a "
-            f"digit), so that they cannot escape the store root; rename the {what}"
-        )
-    return value
+    return check_identifier(what, value)
+
+
+def is_key(value: object) -> bool:
+    """True if `value` is a logic key: exactly 32 lowercase hex characters."""
+    return type(value) is str and _KEY.fullmatch(value) is not None
 
 
 def validate_key(value: object) -> str:
@@ -83,7 +80,7 @@ def validate_key(value: object) -> str:
 def validate_contribution_name(value: object) -> str:
     """Validate a contribution name: an identifier that is not a reserved record name."""
     name = validate_name(value, "contribution")
-    if name in RESERVED_CONTRIBUTION_NAMES:
+    if name in STORE_RECORD_NAMES:
         raise InvalidNameError(
             f"contribution name {name!r} is reserved by the artifact store (it would collide "
             f"with {name}.json in result/); rename the contribution"

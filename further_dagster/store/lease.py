@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from further_dagster import settings
 from further_dagster.errors import StoreError
 from further_dagster.store import layout
 from further_dagster.store.provenance import hostname
@@ -35,34 +36,7 @@ from further_dagster.store.records import LeaseRecord, utcnow, write_atomic
 
 log = logging.getLogger("further.store.lease")
 
-LEASE_ENV = "FURTHER_LEASE_SECS"
-DEFAULT_LEASE_S = 60.0
-MIN_LEASE_S = 0.5
-MIN_HEARTBEAT_S = 0.2
-
 AcquireResult = Literal["acquired", "took_over", "held"]
-
-
-def default_lease_s() -> float:
-    """`FURTHER_LEASE_SECS` if set, else 60 seconds."""
-    raw = os.environ.get(LEASE_ENV)
-    if not raw:
-        return DEFAULT_LEASE_S
-    try:
-        return float(raw)
-    except ValueError:
-        raise StoreError(f"{LEASE_ENV}={raw!r} is not a number of seconds") from None
-
-
-def validate_lease_s(lease_s: float) -> float:
-    """Return `lease_s` as a float, refusing leases the heartbeat cannot keep alive."""
-    value = float(lease_s)
-    if not value >= MIN_LEASE_S:  # also refuses NaN
-        raise StoreError(
-            f"lease_s={lease_s} is too short: the heartbeat runs every {MIN_HEARTBEAT_S}s at "
-            f"best; use at least {MIN_LEASE_S} seconds"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -87,12 +61,13 @@ class Lease:
     """A lease on `<instance>/lock`, with its heartbeat thread while held.
 
     Use `try_acquire()` (never blocks on another holder) and `release()`, or `with lease:`,
-    which acquires or raises `StoreError` naming the live holder.
+    which acquires or raises `StoreError` naming the live holder. `lease_s` defaults to
+    `FURTHER_LEASE_SECS` or 60 (`further_dagster.settings`; `ConfigurationError` if not allowed).
     """
 
     def __init__(self, instance_dir: Path, *, lease_s: float | None = None) -> None:
-        self.lease_s = validate_lease_s(lease_s if lease_s is not None else default_lease_s())
-        self.heartbeat_s = max(self.lease_s / 3.0, MIN_HEARTBEAT_S)
+        self.lease_s = settings.lease_s(lease_s)
+        self.heartbeat_s = max(self.lease_s / 3.0, settings.MIN_HEARTBEAT_S)
         self.lock_path = layout.lock_path(instance_dir)
         self.guard_path = layout.guard_path(instance_dir)
         self.token = uuid.uuid4().hex

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from further_dagster import settings
 from further_dagster.store import layout
 from further_dagster.store.records import ReleaseObservation, write_atomic
-from further_dagster.store.root import resolve_root
 
 log = logging.getLogger("further.store")
 
@@ -30,10 +30,11 @@ COMPACT_BYTES = 256 * 1024
 
 
 class ReleaseHistory:
-    """Release histories under a store root (default: `resolve_root()`)."""
+    """Release histories under a store root (default: `FURTHER_ROOT`, else `.further` beside
+    the nearest pyproject.toml; see `further_dagster.settings`)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = resolve_root(root)
+        self.root = settings.store_root(root)
         self._root_str = str(self.root)
 
     def path(self, project: str, cell: str, skey: str) -> Path:

@@ -25,11 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PG_BIN_DIR", "PostgresError", "PostgresInfo", "running_postgres"]
+from further_dagster import settings
 
-PG_BIN_DIR = Path(os.environ.get("FURTHER_PG_BIN", "/usr/lib/postgresql/15/bin"))
+# PG_BIN_DIR is importable too, through __getattr__ below (ruff cannot see it in __all__).
+__all__ = ["PostgresError", "PostgresInfo", "running_postgres"]
+
 _SERVER_USER = "postgres"  # the OS user the server runs as when we are root
 _START_ATTEMPTS = 3  # a free port can be taken between choosing and binding it
+
+
+def __getattr__(name: str) -> Any:
+    # PG_BIN_DIR is resolved when asked for, so FURTHER_PG_BIN set after import still counts.
+    if name == "PG_BIN_DIR":
+        return settings.pg_bin()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PostgresError(RuntimeError):
@@ -95,7 +104,7 @@ def running_postgres(
     Raises:
         PostgresError: a binary is missing, or initdb / start / createdb failed (with its log).
     """
-    bins = Path(bin_dir) if bin_dir is not None else PG_BIN_DIR
+    bins = settings.pg_bin(bin_dir)
     for tool in ("initdb", "pg_ctl", "createdb", "postgres"):
         if not (bins / tool).exists():
             raise PostgresError(

@@ -1,9 +1,12 @@
 """Mistakes in cell and project definitions fail early, with the cell, field and fix named."""
 
+import re
+
 import pytest
 
 from further_dagster import VAR, Cell, Project, ProjectParams, Req, Specs
 from further_dagster.core import DefinitionGraph, Resolver
+from further_dagster.core.project import REGISTRY, generation, get_project, resolve_cell
 from further_dagster.errors import (
     CellDefinitionError,
     ContributionError,
@@ -14,7 +17,8 @@ from further_dagster.errors import (
     UnknownCellError,
 )
 
-pytestmark = pytest.mark.unit
+# Several tests define a project of the same name (parametrized ones, helpers called twice).
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("further_registry")]
 
 
 def test_dependency_cycle_is_named():
@@ -103,6 +107,114 @@ def test_duplicate_project_name_from_another_module():
     other = types.ModuleType("elsewhere")
     with pytest.raises(DuplicateNameError, match="defs_twice"):
         exec("from further_dagster import Project\nProject('defs_twice')", other.__dict__)
+
+
+def test_a_second_project_of_one_name_is_refused_and_the_first_keeps_its_cells():
+    first = Project("defs_again")
+
+    class Kept(Cell, project=first):
+        contributions = {"v": int}
+
+        def make(self):
+            return {"v": 1}
+
+    with pytest.raises(DuplicateNameError) as err:
+        Project("defs_again")
+    message = str(err.value)
+    assert "'defs_again'" in message and "replace=True" in message and "Rename" in message
+    assert get_project("defs_again") is first
+    assert resolve_cell("defs_again.kept") is Kept
+
+
+def test_replace_true_redefines_a_project_on_purpose():
+    first = Project("defs_redo")
+
+    class Old(Cell, project=first):
+        contributions = {"v": int}
+
+        def make(self):
+            return {"v": 1}
+
+    before = generation()
+    second = Project("defs_redo", version="2", replace=True)
+    assert generation() != before
+    assert get_project("defs_redo") is second and second.cells == {}
+    with pytest.raises(UnknownCellError, match="has no cell 'old'"):
+        resolve_cell("defs_redo.old")
+
+    class New(Cell, project=second, name="old"):
+        contributions = {"v": int}
+
+        def make(self):
+            return {"v": 2}
+
+    assert resolve_cell("defs_redo.old") is New
+    assert Project("defs_redo_fresh", replace=True).name == "defs_redo_fresh"
+
+
+def test_the_registry_fixture_forgets_what_a_test_defined(further_registry):
+    saved = further_registry.snapshot()
+    p = Project("defs_scratch")
+
+    class Scratch(Cell, project=p):
+        contributions = {"v": int}
+
+        def make(self):
+            return {"v": 1}
+
+    before = generation()
+    further_registry.restore(saved)
+    assert "defs_scratch" not in further_registry and generation() > before
+    Project("defs_scratch")  # the name is free again
+
+
+def test_restore_removes_cells_added_to_an_existing_project():
+    p = Project("defs_base")
+    with REGISTRY.isolated():
+
+        class Added(Cell, project=p):
+            contributions = {"v": int}
+
+            def make(self):
+                return {"v": 1}
+
+        assert "added" in p.cells
+    assert p.cells == {} and get_project("defs_base") is p
+
+
+@pytest.mark.parametrize("name", ["abc\n", "abc\r", " abc", "a\nb"])
+def test_a_name_with_a_newline_or_space_is_refused_at_definition(name):
+    with pytest.raises(InvalidNameError, match="not a plain identifier"):
+        Project(name)
+    p = Project("defs_newline")
+    with pytest.raises(InvalidNameError, match=re.escape(repr(name))):
+
+        class Bad(Cell, project=p, name=name):
+            contributions = {"v": int}
+
+            def make(self):
+                return {"v": 1}
+
+    assert p.cells == {}
+    with pytest.raises(InvalidNameError):
+
+        class BadContribution(Cell, project=p):
+            contributions = {name: int}
+
+            def make(self):
+                return {name: 1}
+
+
+def test_core_and_store_share_one_identifier_rule():
+    from further_dagster.core.names import check_identifier, is_identifier
+    from further_dagster.store import layout
+
+    for good in ("a", "_x1", "Cell_2"):
+        assert is_identifier(good) and layout.validate_name(good) == check_identifier("n", good)
+    for bad in ("abc\n", "", "1a", "a-b", "a/b", "..", None, 3):
+        assert not is_identifier(bad)
+        with pytest.raises(InvalidNameError):
+            layout.validate_name(bad, "cell")
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", "1abc", "with space", ".."])

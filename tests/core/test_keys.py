@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from further_dagster.core import CallContext, DefinitionGraph, Resolver
-from further_dagster.core.instances import logic_key
+from further_dagster.core.keys import logic_key
 from tests.core.keycells import Double, Source, keys_demo
 
 pytestmark = pytest.mark.unit
@@ -125,7 +125,7 @@ def test_logic_key_ignores_release_policy_only_release_counts():
     [({}, None, ()), ({"n": 1, "scale": 0.5}, "r-2024", ()), ({}, "r", ("pydantic",))],
 )
 def test_fast_logic_key_encodes_exactly_the_payload_dict(values, release, libs, monkeypatch):
-    from further_dagster.core.instances import reference_logic_key
+    from further_dagster.core.keys import reference_logic_key
 
     monkeypatch.setattr(Source, "track_libraries", libs)
     inst = resolve(Source, values)

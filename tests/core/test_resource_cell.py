@@ -6,10 +6,12 @@ import pytest
 
 from further_dagster import Cell, Project, Req, ResourceCell, Specs, file_release, present
 from further_dagster.core import CallContext, DefinitionGraph, Resolver
-from further_dagster.core.resource import call_get_release, release_key, structural_key
+from further_dagster.core.keys import release_key, structural_key
+from further_dagster.core.resource import call_get_release
 from further_dagster.errors import CellDefinitionError, ReleaseError
 
-pytestmark = pytest.mark.unit
+# _declare and _cell_returning build throwaway projects whose names can repeat.
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("further_registry")]
 
 rc_demo = Project("rc_demo")
 RELEASES = {"a": "r1"}

@@ -4,6 +4,7 @@ import dagster as dg
 import pytest
 
 from further_dagster import Session
+from further_dagster.dagster import location_of
 from tests.dagster import defs_module
 from tests.dagster.defs_module import dag_demo
 
@@ -115,7 +116,7 @@ def test_session_and_dagster_share_results(defs, instance, calls):
 
 
 def _pk(defs, p):
-    asset = defs.further_compiled.asset_by_key[POWER]
+    asset = location_of(defs).asset_by_key[POWER]
     return next(k for k, label in asset.partitions.labels.items() if label == f"p={p}")
 
 

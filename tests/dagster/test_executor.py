@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from further_dagster.dagster import location_of
 from tests.dagster import defs_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def _run(instance, selection, tags=None):
 
 
 def _range_tags():
-    keys = defs_module.defs.further_compiled.asset_by_key[POWER].partitions.keys
+    keys = location_of(defs_module.defs).asset_by_key[POWER].partitions.keys
     return {
         "dagster/asset_partition_range_start": keys[0],
         "dagster/asset_partition_range_end": keys[-1],

@@ -6,8 +6,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from further_dagster.dagster.slurm_config import job_ids_in_tags, spec_from_config
-from further_dagster.dagster.step_modes import MODE_TAG, run_mode
+from further_dagster.dagster import location_of
+from further_dagster.dagster.run_config import run_mode
+from further_dagster.dagster.slurm_schema import job_ids_in_tags, spec_from_config
+from further_dagster.dagster.tags import MODE_TAG
 from further_dagster.engine.modes import Mode
 from further_dagster.errors import ExecutionModeError
 from further_dagster.slurm import SlurmSpec
@@ -50,7 +52,7 @@ def _run(instance, tags, run_config=None):
         "tests.dagster.defs_module", "defs", working_directory=str(ROOT)
     )
     job = repo.get_reconstructable_job("__ASSET_JOB")
-    keys = defs_module.defs.further_compiled.asset_by_key[POWER].partitions.keys
+    keys = location_of(defs_module.defs).asset_by_key[POWER].partitions.keys
     tags = {
         **tags,
         "dagster/asset_partition_range_start": keys[0],
@@ -86,3 +88,21 @@ def test_dask_mode_runs_on_dagster_dask_and_skips_stored_steps(further_tmp_root,
         assert [k for t, k, _ in second if t == "STEP_START"] == []
         assert any("2 step(s) already stored" in m for m in _engine_messages(second))
         assert calls.count() == 1 + 3
+
+
+def test_the_slurm_layer_merges_launcher_defaults_under_the_run_config(tmp_path):
+    from types import SimpleNamespace
+
+    from further_dagster.dagster.run_config import slurm_layer
+    from further_dagster.slurm import SlurmSpec
+
+    launcher = SimpleNamespace(defaults=SlurmSpec(partition="debug", mem_gb=4), folder=None)
+    instance = SimpleNamespace(run_launcher=launcher, root_directory=str(tmp_path))
+    layer = slurm_layer(instance, "run1", {"slurm": {"time_min": 30, "array": False}})
+    assert layer.base.partition == "debug" and layer.base.mem_gb == 4
+    assert layer.base.time_min == 30 and layer.array is False
+    # only the fields a layer set are carried, so each cell's own spec still wins over them
+    assert layer.base.model_fields_set == {"partition", "mem_gb", "time_min"}
+    assert layer.folder == tmp_path / "slurm" / "run1"
+    explicit = slurm_layer(instance, "run1", {"slurm": {"folder": str(tmp_path / "x")}})
+    assert explicit.folder == tmp_path / "x" / "run1"

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from further_dagster import ArtifactStore, Session
-from further_dagster.dagster import _compat
+from further_dagster.dagster import _compat, location_of
 from further_dagster.dagster.sensor import SENSOR_NAME
 from tests.dagster import resource_defs
 from tests.dagster.resource_defs import DATA, RELEASES
@@ -47,7 +47,7 @@ def _skip(result):
 
 
 def _partitions(defs, key):
-    return defs.further_compiled.asset_by_key[key].partitions.keys
+    return location_of(defs).asset_by_key[key].partitions.keys
 
 
 class Ticker:

@@ -1,11 +1,9 @@
 """Engine SLURM mode without a cluster: settings, spec layering, modes of cells."""
 
-from pathlib import Path
-
 import pytest
 
 from further_dagster import Cell, Project
-from further_dagster.engine.backends.slurm import SlurmSettings, cell_spec, spec_for, spec_json
+from further_dagster.engine.backends.slurm import cell_spec, spec_for, spec_json
 from further_dagster.errors import SlurmJobError
 from further_dagster.slurm import SlurmSpec
 
@@ -28,18 +26,6 @@ class AsDict(Cell, project=project):
 
     def make(self):
         return {"x": 1}
-
-
-def test_settings_round_trip_through_the_environment(tmp_path: Path) -> None:
-    settings = SlurmSettings(
-        folder=tmp_path, base=SlurmSpec(partition="debug", time_min=30), array=False
-    )
-    back = SlurmSettings.from_env(settings.env())
-    assert back.folder == tmp_path and back.array is False
-    assert back.base == settings.base
-    # only the fields the layer set are carried, so the cell's spec still wins over defaults
-    assert back.base.model_fields_set == {"partition", "time_min"}
-    assert SlurmSettings.from_env({}).folder is None
 
 
 def test_a_list_is_a_spec_with_ordered_fallbacks() -> None:

@@ -10,10 +10,18 @@ import pytest
 
 from further_dagster.testing.postgres import PG_BIN_DIR, PostgresInfo, running_postgres
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not (PG_BIN_DIR / "initdb").exists(), reason=f"no {PG_BIN_DIR}/initdb"),
-]
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def _binaries() -> None:
+    # `make test` installs them (make system-deps): a skip here would hide a broken CI.
+    if not (PG_BIN_DIR / "initdb").exists():
+        pytest.fail(
+            f"no {PG_BIN_DIR}/initdb: run `make system-deps` (apt-get install postgresql-15) "
+            "or set FURTHER_PG_BIN",
+            pytrace=False,
+        )
 
 
 def _server_processes(data_dir: Path) -> list[int]:

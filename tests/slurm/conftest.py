@@ -1,8 +1,10 @@
 """The real single-node Slurm cluster for `slurm`-marked tests (scripts/slurm-cluster).
 
 `slurm_cluster` (session) starts it once and stops it when the session ends, unless it was
-already running before (then it is left as found). `slurm_folder` gives each test a fresh
-submitit folder: a restarted cluster reuses job ids, and old result files would be read back.
+already running before (then it is left as found). Where its files live is the script's choice
+(`scripts/slurm-cluster env` says), so that start, stop and the tests agree. `slurm_folder`
+gives each test a fresh submitit folder: a restarted cluster reuses job ids, and old result files
+would be read back.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def _cluster(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[dict[str, str]]:
     """Start the cluster (idempotent); yield the variables exported for it (SLURM_CONF, ...)."""
-    env = {**os.environ, "FURTHER_SLURM_DIR": os.environ.get("FURTHER_SLURM_DIR", "")}
-    env["FURTHER_SLURM_DIR"] = env["FURTHER_SLURM_DIR"] or str(REPO / ".slurm")
+    # FURTHER_SLURM_DIR if set; else the script's default for cwd=REPO: REPO/.slurm, or a
+    # per-user directory under /tmp when user munge cannot reach REPO (a clone in a 0700 home).
+    env = dict(os.environ)
     was_running = _cluster("status", env).returncode == 0
     started = time.monotonic()
     done = _cluster("start", env)

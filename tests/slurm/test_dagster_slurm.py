@@ -23,11 +23,16 @@ import dagster as dg
 import pytest
 import yaml
 
-from further_dagster.dagster.slurm_config import JOB_ID_TAG, STDERR_TAG, STDOUT_TAG, job_ids_in_tags
-from further_dagster.slurm import SlurmSpec, cancel, slurm_state, submit_with_fallbacks
+from further_dagster.dagster import location_of
+from further_dagster.dagster.slurm_schema import job_ids_in_tags
+from further_dagster.dagster.tags import JOB_ID_TAG, STDERR_TAG, STDOUT_TAG
+from further_dagster.slurm import SlurmSpec, SubmititClient
 from tests.slurm import slurm_project
 
 pytestmark = pytest.mark.slurm
+
+SLURM = SubmititClient()
+cancel, slurm_state, submit_with_fallbacks = SLURM.cancel, SLURM.state, SLURM.submit
 
 REPO = Path(__file__).resolve().parents[2]
 # Fast polling for tests: Slurm state every second, the event log every 0.2 s.
@@ -39,7 +44,7 @@ def key(name: str) -> dg.AssetKey:
 
 
 def range_tags(name: str) -> dict[str, str]:
-    keys = slurm_project.defs.further_compiled.asset_by_key[key(name)].partitions.keys
+    keys = location_of(slurm_project.defs).asset_by_key[key(name)].partitions.keys
     return {
         "dagster/asset_partition_range_start": keys[0],
         "dagster/asset_partition_range_end": keys[-1],
@@ -238,7 +243,7 @@ def test_a_preempted_step_is_requeued_and_completes(
     rows = [r for r in calls() if r["cell"] == "slow"]
     assert [r["restarts"] for r in rows] == ["0", "1"]  # make() ran again in the requeued job
     assert len({r["job"] for r in rows}) == 1  # the same Slurm job, requeued
-    assert preemptor and preemptor[0].result() is None
+    assert preemptor and eventually(lambda: SLURM.result(preemptor[0]), 60, "preemptor").ok
     assert len(dagster_instance.fetch_materializations(key("slow"), limit=5).records) == 1
 
 
@@ -449,7 +454,7 @@ def test_example_project_runs_on_slurm_from_the_run_tag(
 
     import example_project
 
-    compiled = example_project.defs.further_compiled
+    compiled = location_of(example_project.defs)
     names = ["raw_data", "features", "split", "fit", "baseline", "calibration", "report"]
     keys = [dg.AssetKey(["example", n]) for n in names]
     fit_keys = compiled.asset_by_key[dg.AssetKey(["example", "fit"])].partitions.keys

@@ -1,12 +1,16 @@
-"""SlurmSpec validation and the merge order launcher < executor config < cell."""
+"""SlurmSpec validation, the merge order launcher < executor config < cell, and the table of
+Slurm job states (pure: no cluster, no submitit)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pydantic
 import pytest
 
 from further_dagster.errors import SpecsValidationError
-from further_dagster.slurm import SlurmSpec, merge, submitit_parameters
+from further_dagster.slurm import SlurmSpec, merge, states, submitit_parameters
 
 pytestmark = pytest.mark.unit
 
@@ -167,3 +171,44 @@ def test_submitit_parameters() -> None:
         "mem_gb": 1.5,
         "slurm_additional_parameters": {"exclusive": True, "qos": "x"},
     }
+
+
+def test_importing_the_slurm_package_and_a_spec_loads_no_submitit() -> None:
+    code = (
+        "import sys\n"
+        "import further_dagster.slurm\n"
+        "from further_dagster.slurm import SlurmSpec, merge, states\n"
+        "SlurmSpec(cpus=2)\n"
+        "print('submitit' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_state_table_gives_each_state_one_meaning() -> None:
+    assert len(states.PRIORITY) == len(set(states.PRIORITY))
+    assert states.LIVE_STATES.isdisjoint(states.ENDED_STATES)
+    assert {"PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "UNKNOWN"} <= states.LIVE_STATES
+    assert {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL"} <= (
+        states.ENDED_STATES
+    )
+    assert states.explain("TIMEOUT") == "timed out (raise SlurmSpec.time_min)"
+    assert states.explain("OUT_OF_MEMORY") == "ran out of memory (raise SlurmSpec.mem_gb)"
+    assert states.explain("CANCELLED") == "was cancelled (scancel, or by an administrator)"
+    assert states.explain("NEW_IN_SLURM_99") == "ended NEW_IN_SLURM_99"
+    assert not states.is_live("NEW_IN_SLURM_99") and not states.is_ended("NEW_IN_SLURM_99")
+
+
+@pytest.mark.parametrize(
+    ("tasks", "summary"),
+    [
+        (["COMPLETED", "RUNNING", "PENDING"], "RUNNING"),
+        (["COMPLETED", "PENDING"], "PENDING"),
+        (["COMPLETED", "FAILED", "CANCELLED"], "FAILED"),
+        (["COMPLETED", "COMPLETED"], "COMPLETED"),
+        (["ZZZ", "AAA"], "AAA"),
+        ([], "UNKNOWN"),
+    ],
+)
+def test_an_array_is_summarised_by_its_most_telling_task(tasks: list[str], summary: str) -> None:
+    assert states.summarize(tasks) == summary

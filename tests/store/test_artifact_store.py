@@ -16,6 +16,7 @@ import pytest
 from further_dagster.errors import (
     CellComputeError,
     CodecError,
+    ConfigurationError,
     ContributionError,
     CorruptArtifactError,
     InvalidNameError,
@@ -478,12 +479,29 @@ def test_store_settings_validation(
     monkeypatch.setenv("FURTHER_LEASE_SECS", "9")
     store = make_store()
     assert (store.wait_timeout_s, store.lease_s, store.max_attempts) == (12, 9, 3)
-    with pytest.raises(StoreError):
+    with pytest.raises(ConfigurationError, match="lease_s=0.01"):
         make_store(lease_s=0.01)
-    with pytest.raises(StoreError):
+    with pytest.raises(ConfigurationError, match="max_attempts=0"):
         make_store(max_attempts=0)
     with pytest.raises(StoreError):
         make_store(poll_s=0)
     monkeypatch.setenv("FURTHER_MAX_ATTEMPTS", "many")
-    with pytest.raises(StoreError, match="FURTHER_MAX_ATTEMPTS"):
+    with pytest.raises(ConfigurationError, match="FURTHER_MAX_ATTEMPTS='many'"):
         make_store()
+
+
+def test_list_scans_result_dirs_and_skips_everything_else(store: ArtifactStore) -> None:
+    from further_dagster.store import ReleaseHistory, StoredKey
+
+    store.ensure("p", "c", KEY, Counter({"v": 1}), {})
+    ReleaseHistory(store.root).record("p", "c", KEY2, "r1", utcnow())
+    root = store.root
+    (root / "stray.txt").write_text("not a project")
+    (root / "bad-name" / "c" / KEY / "result").mkdir(parents=True)
+    (root / "p" / "c" / "not_a_key" / "result").mkdir(parents=True)
+    (root / "p" / "c" / KEY2).mkdir()  # an instance dir without a committed result
+    (root / "p" / "c" / KEY2 / "result.tmp-abc").mkdir()
+    (root / "p" / "c" / "notes.txt").write_text("x")
+    assert (root / ".releases").is_dir()
+    assert list(store.list()) == [StoredKey("p", "c", KEY)]
+    assert list(ArtifactStore(root / "missing").list()) == []

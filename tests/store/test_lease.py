@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from further_dagster.errors import StoreError
-from further_dagster.store.lease import Lease, default_lease_s
+from further_dagster import settings
+from further_dagster.errors import ConfigurationError, StoreError
+from further_dagster.store.lease import Lease
 from further_dagster.store.records import LeaseRecord, utcnow
 
 pytestmark = pytest.mark.unit
@@ -153,12 +154,12 @@ def test_context_manager_acquires_releases_and_refuses_when_held(inst: Path) -> 
 def test_lease_duration_defaults_and_validation(
     inst: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert default_lease_s() == 60
+    assert settings.lease_s() == 60 and Lease(inst).lease_s == 60
     monkeypatch.setenv("FURTHER_LEASE_SECS", "7.5")
     assert Lease(inst).lease_s == 7.5
     assert Lease(inst).heartbeat_s == 2.5
     monkeypatch.setenv("FURTHER_LEASE_SECS", "soon")
-    with pytest.raises(StoreError, match="FURTHER_LEASE_SECS"):
+    with pytest.raises(ConfigurationError, match="FURTHER_LEASE_SECS='soon'"):
         Lease(inst)
-    with pytest.raises(StoreError, match="too short"):
+    with pytest.raises(ConfigurationError, match=r"lease_s=0\.1 .*>= 0\.5"):
         Lease(inst, lease_s=0.1)

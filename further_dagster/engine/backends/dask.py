@@ -1,10 +1,11 @@
-"""Engine mode DASK: missing instances as tasks on a Dask cluster.
+"""The DASK backend: missing instances as tasks on a Dask cluster.
 
 Which cluster: inside a Dask worker (a Dagster step run by dagster-dask's executor), the
 worker's own cluster, through `distributed.worker_client` (the step's thread secedes while it
 waits, so a one-thread worker does not deadlock); else the scheduler at `FURTHER_DASK_ADDRESS`;
 else a `LocalCluster` of worker processes started for this call and closed after it.
-Each task runs `compute.ensure` for one instance against the shared store.
+Each task runs `compute.ensure` for one instance against the shared store (pickled with its
+settings).
 """
 
 from __future__ import annotations
@@ -12,27 +13,27 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from further_dagster.core.instances import Instance
-from further_dagster.store import ArtifactStore, Outcome
+from further_dagster.settings import dask_address
+from further_dagster.store import Outcome, Store
 
-__all__ = ["ENV_ADDRESS", "DaskPool", "ensure_on_worker"]
-
-ENV_ADDRESS = "FURTHER_DASK_ADDRESS"
+__all__ = ["DaskPool", "ensure_on_worker"]
 
 
-def ensure_on_worker(store_root: str, inst: Instance) -> Outcome:
+def ensure_on_worker(store: Store, inst: Instance) -> Outcome:
     """What one Dask task runs."""
     from further_dagster.engine.compute import ensure
 
-    return ensure(ArtifactStore(store_root), inst)
+    return ensure(store, inst)
 
 
 class DaskPool(cf.Executor):
     """A `concurrent.futures` facade over a Dask client (see the module docstring)."""
 
-    def __init__(self, store: ArtifactStore, workers: int) -> None:
+    def __init__(self, store: Store, workers: int) -> None:
         import distributed
 
         self.store = store
@@ -45,8 +46,8 @@ class DaskPool(cf.Executor):
             in_worker = False
         if in_worker:
             self.client = self._stack.enter_context(distributed.worker_client())
-        elif os.environ.get(ENV_ADDRESS):
-            self.client = self._stack.enter_context(distributed.Client(os.environ[ENV_ADDRESS]))
+        elif (address := dask_address()) is not None:
+            self.client = self._stack.enter_context(distributed.Client(address))
         else:
             cluster = self._stack.enter_context(
                 distributed.LocalCluster(
@@ -74,8 +75,8 @@ class DaskPool(cf.Executor):
         remote.add_done_callback(transfer)
         return future
 
-    def submit_instance(self, inst: Instance) -> cf.Future[Outcome]:
-        return self.submit(ensure_on_worker, str(self.store.root), inst)
+    def submit_many(self, insts: Sequence[Instance]) -> list[cf.Future[Outcome]]:
+        return [self.submit(ensure_on_worker, self.store, inst) for inst in insts]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:

@@ -1,20 +1,23 @@
-"""Engine mode SLURM: instances that are ready together go to Slurm as ONE job array.
+"""The SLURM backend: instances that are ready together go to Slurm as ONE job array.
 
 `run_missing` hands every wave of ready SLURM-mode instances to a `SlurmPool`, which groups them
-by their merged `SlurmSpec` and submits each group with one `submit_batch` (one sbatch, one job
-array; one task per instance). A task runs `compute.ensure` for its instance in a fresh
-interpreter that never imports dagster, so it costs a Python start plus make(); the result goes
-to the shared store, and the pool only learns that the task ended:
+by their merged `SlurmSpec` and submits each group with one `SlurmClient.submit_batch` (one
+sbatch, one job array; one task per instance). A task runs `compute.ensure` for its instance in
+a fresh interpreter that never imports dagster, so it costs a Python start plus make(); the
+result goes to the shared store, and the pool only learns that the task ended:
 
-- a task ends when submitit's result file appears (checked every `poll_s`, a `stat` per task);
+- a task ends when its result appears (`client.result`, checked every `poll_s`: a `stat` per
+  task with the real client);
 - a task that Slurm ended without a result (cancelled, timed out, node failure, out of memory)
-  is found by one `squeue`/`sacct` call per `state_every_s` for all pending tasks;
+  is found by one `client.states` call per `state_every_s` for all pending tasks;
 - a preempted task is requeued by Slurm and simply runs again: `ensure` is idempotent (a second
   run finds the key stored, or takes over the dead holder's lease).
 
-Settings come from `SlurmSettings` (explicit, or the `FURTHER_SLURM_*` environment variables
-that the Slurm step handler sets for the step processes it starts). Spec layers, lowest first:
-`SlurmSettings.base` (launcher defaults < executor run config), then the cell's `slurm`.
+Settings come from `SlurmSettings` (a Session's `slurm=`, or, in a Dagster fan-out step, built
+from the run config and the instance by dagster/slurm_step_handler.py). Spec layers, lowest first:
+`SlurmSettings.base` (launcher defaults < executor run config), then the cell's `slurm`. The
+client is `SlurmSettings.client` (default `SubmititClient()`; a unit test passes
+`further_dagster.testing.slurm.FakeSlurmClient`).
 """
 
 from __future__ import annotations
@@ -29,18 +32,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from further_dagster.core.instances import Instance
 from further_dagster.errors import CellComputeError, FurtherError, SlurmJobError
-from further_dagster.slurm import SlurmSpec, cancel, merge, submit_batch, submit_with_fallbacks
-from further_dagster.slurm.submit import task_states
-from further_dagster.store import ArtifactStore, Outcome
+from further_dagster.slurm import SlurmSpec, merge, states
+from further_dagster.store import Outcome, Store
+
+if TYPE_CHECKING:
+    from further_dagster.slurm.client import JobResult, SlurmClient, SubmittedJob
 
 __all__ = [
-    "ENV_ARRAY",
-    "ENV_FOLDER",
-    "ENV_SPEC",
     "SlurmPool",
     "SlurmSettings",
     "Submission",
@@ -50,29 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("further")
-
-ENV_FOLDER = "FURTHER_SLURM_FOLDER"
-ENV_SPEC = "FURTHER_SLURM_SPEC"
-ENV_ARRAY = "FURTHER_SLURM_ARRAY"
-
-# Slurm states after which a task that wrote no result file never will.
-ENDED_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "REVOKED",
-        "SPECIAL_EXIT",
-        "TIMEOUT",
-    }
-)
-# submitit raises this in the job when its USR2 arrives too close to the time limit.
-_SUBMITIT_TIMEOUT = "timed-out and not checkpointable"
 
 
 @dataclass(frozen=True)
@@ -103,6 +82,7 @@ class SlurmSettings:
         state_every_s: how often Slurm is asked about tasks that have no result yet.
         on_submit: called with a `Submission` after each sbatch call (job ids, seconds), e.g.
             to record the ids in Dagster run tags so a cancel can find them.
+        client: who talks to Slurm; None: `SubmititClient()`.
     """
 
     folder: Path | None = None
@@ -112,31 +92,7 @@ class SlurmSettings:
     poll_s: float = 0.25
     state_every_s: float = 2.0
     on_submit: Callable[[Submission], None] | None = None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SlurmSettings:
-        """Settings from `FURTHER_SLURM_FOLDER`, `FURTHER_SLURM_SPEC` (a SlurmSpec as JSON)
-        and `FURTHER_SLURM_ARRAY` ("0" for one sbatch per instance), then `overrides`."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if env.get(ENV_FOLDER):
-            values["folder"] = Path(env[ENV_FOLDER])
-        if env.get(ENV_SPEC):
-            values["base"] = SlurmSpec(**json.loads(env[ENV_SPEC]))
-        if env.get(ENV_ARRAY):
-            values["array"] = env[ENV_ARRAY].strip().lower() not in ("0", "false", "no")
-        values.update(overrides)
-        return cls(**values)
-
-    def env(self) -> dict[str, str]:
-        """The environment variables that give a child process these settings (`from_env`)."""
-        out = {
-            ENV_SPEC: json.dumps(spec_json(self.base), sort_keys=True),
-            ENV_ARRAY: "1" if self.array else "0",
-        }
-        if self.folder is not None:
-            out[ENV_FOLDER] = str(self.folder)
-        return out
+    client: SlurmClient | None = None
 
 
 def spec_json(spec: SlurmSpec) -> dict[str, Any]:
@@ -178,17 +134,18 @@ def spec_for(cell: Any, base: SlurmSpec | None = None) -> SlurmSpec:
     return merge(base, cell_spec(cell))
 
 
-def ensure_in_job(store_root: str, inst: Instance) -> Outcome:
-    """What one Slurm task runs: compute (or find) `inst` in the shared store."""
+def ensure_in_job(store: Store, inst: Instance) -> Outcome:
+    """What one Slurm task runs: compute (or find) `inst` in the shared store (the store
+    travels pickled, with its settings)."""
     from further_dagster.engine.compute import ensure
 
-    return ensure(ArtifactStore(store_root), inst)
+    return ensure(store, inst)
 
 
 @dataclass
 class _Task:
     inst: Instance
-    job: Any  # submitit.Job
+    job: SubmittedJob
     future: cf.Future[Outcome]
     spec: SlurmSpec
     ended_seen: int = 0  # state polls that found the task ended without a result file
@@ -197,9 +154,10 @@ class _Task:
 class SlurmPool(cf.Executor):
     """Runs instances as Slurm job-array tasks; futures complete from a watcher thread."""
 
-    def __init__(self, store: ArtifactStore, settings: SlurmSettings | None = None) -> None:
+    def __init__(self, store: Store, settings: SlurmSettings | None = None) -> None:
         self.store = store
-        self.settings = settings or SlurmSettings.from_env()
+        self.settings = settings or SlurmSettings()
+        self.client: SlurmClient = self.settings.client or _default_client()
         folder = self.settings.folder
         if folder is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -239,16 +197,16 @@ class SlurmPool(cf.Executor):
         self._start()
         return [futures[i.key] for i in insts]
 
-    def _submit(self, spec: SlurmSpec, group: list[Instance]) -> list[Any]:
-        root = str(self.store.root)
+    def _submit(self, spec: SlurmSpec, group: list[Instance]) -> list[SubmittedJob]:
+        store = self.store
         name = f"further-{group[0].cell.name}"
-        jobs: list[Any] = []
+        jobs: list[SubmittedJob] = []
         if self.settings.array:
             started = time.perf_counter()
-            jobs = submit_batch(
+            jobs = self.client.submit_batch(
                 self.folder,
                 spec,
-                [(ensure_in_job, root, inst) for inst in group],
+                [(ensure_in_job, store, inst) for inst in group],
                 job_name=name,
                 python=self.settings.python,
             )
@@ -256,11 +214,11 @@ class SlurmPool(cf.Executor):
         else:
             for inst in group:
                 started = time.perf_counter()
-                job = submit_with_fallbacks(
+                job = self.client.submit(
                     self.folder,
                     spec,
                     ensure_in_job,
-                    root,
+                    store,
                     inst,
                     job_name=name,
                     python=self.settings.python,
@@ -269,8 +227,10 @@ class SlurmPool(cf.Executor):
                 self._submitted(inst, [job], time.perf_counter() - started, array=False)
         return jobs
 
-    def _submitted(self, inst: Instance, jobs: list[Any], seconds: float, *, array: bool) -> None:
-        ids = [str(j.job_id) for j in jobs]
+    def _submitted(
+        self, inst: Instance, jobs: list[SubmittedJob], seconds: float, *, array: bool
+    ) -> None:
+        ids = [j.job_id for j in jobs]
         self.submissions.append(ids)
         log.info(
             "submitted %d instance(s) of %s to Slurm in %.3fs: %s",
@@ -304,8 +264,7 @@ class SlurmPool(cf.Executor):
                     return
                 continue
             for task in pending:
-                if task.job.paths.result_pickle.exists():
-                    self._resolve(task)
+                self._resolve(task)
             if time.monotonic() >= next_state:
                 self._check_states([t for t in pending if not t.future.done()])
                 next_state = time.monotonic() + self.settings.state_every_s
@@ -315,45 +274,43 @@ class SlurmPool(cf.Executor):
         if not pending:
             return
         try:
-            states = task_states(t.job.job_id for t in pending)
+            found = self.client.states(t.job.job_id for t in pending)
         except FurtherError as exc:  # sacct hiccup: try again next time
             log.warning("could not read Slurm job states: %s", exc)
             return
         for task in pending:
-            state = states.get(str(task.job.job_id))
-            if state not in ENDED_STATES:
+            state = found.get(task.job.job_id)
+            if state is None or not states.is_ended(state):
                 task.ended_seen = 0
                 continue
-            if task.job.paths.result_pickle.exists():
-                self._resolve(task)
+            if self._resolve(task):
                 continue
             task.ended_seen += 1
             if task.ended_seen >= 2:  # absorb a shared filesystem's lag on the result file
                 task.future.set_exception(_ended_error(task, state))
 
-    def _resolve(self, task: _Task) -> None:
-        from submitit.core.utils import pickle_load
-
-        try:
-            outcome, value = pickle_load(task.job.paths.result_pickle)
-        except (EOFError, OSError):  # still being written: next poll
-            return
+    def _resolve(self, task: _Task) -> bool:
+        """Settle the task's future from its result; False while there is none yet."""
+        result: JobResult | None = self.client.result(task.job)
+        if result is None:  # absent, or still being written: next poll
+            return False
         if task.future.done():
-            return
-        if outcome == "success":
-            task.future.set_result(value)
+            return True
+        if result.ok:
+            task.future.set_result(result.value)
         else:
-            task.future.set_exception(_remote_error(task, str(value)))
+            task.future.set_exception(_remote_error(task, result))
+        return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop watching; with `cancel_futures`, scancel every task still pending."""
         pending = self._pending()
         if cancel_futures and pending:
-            parents = sorted({str(t.job.job_id).split("_")[0] for t in pending})
+            parents = sorted({t.job.array_id for t in pending})
             log.warning("cancelling Slurm job(s) %s", ", ".join(parents))
             for parent in parents:
                 try:
-                    cancel(parent)
+                    self.client.cancel(parent)
                 except FurtherError as exc:
                     log.error("%s", exc)
             for task in pending:
@@ -363,35 +320,35 @@ class SlurmPool(cf.Executor):
             self._thread.join(timeout=10)
 
     def job_ids(self) -> list[str]:
+        """Every job id (array tasks `<id>_<index>`) the pool submitted, in order."""
         with self._lock:
-            return [str(t.job.job_id) for t in self._tasks]
+            return [t.job.job_id for t in self._tasks]
 
 
-def _logs(job: Any) -> str:
-    return f"{job.paths.stdout} and {job.paths.stderr}"
+def _default_client() -> SlurmClient:
+    from further_dagster.slurm.client import SubmititClient
+
+    return SubmititClient()
+
+
+def _logs(job: SubmittedJob) -> str:
+    return f"{job.stdout} and {job.stderr}"
 
 
 def _ended_error(task: _Task, state: str) -> SlurmJobError:
-    job_id = task.job.job_id
-    if state == "TIMEOUT":
-        what = f"timed out (time limit {task.spec.time_min} min; raise SlurmSpec.time_min)"
-    elif state == "OUT_OF_MEMORY":
-        what = "ran out of memory (raise SlurmSpec.mem_gb)"
-    elif state == "CANCELLED":
-        what = "was cancelled (scancel, or by an administrator)"
-    else:
-        what = f"ended {state} without a result"
+    limit = f", time limit {task.spec.time_min} min" if state == "TIMEOUT" else ""
     return SlurmJobError(
-        f"{task.inst.label}: Slurm job {job_id} {what}; state {state}. Logs: {_logs(task.job)}"
+        f"{task.inst.label}: Slurm job {task.job.job_id} {states.explain(state)} without a "
+        f"result; state {state}{limit}. Logs: {_logs(task.job)}"
     )
 
 
-def _remote_error(task: _Task, traceback_text: str) -> FurtherError:
-    job_id = task.job.job_id
-    if _SUBMITIT_TIMEOUT in traceback_text:
+def _remote_error(task: _Task, result: JobResult) -> FurtherError:
+    job_id, traceback_text = task.job.job_id, result.traceback
+    if result.timed_out:
         return SlurmJobError(
-            f"{task.inst.label}: Slurm job {job_id} timed out (time limit "
-            f"{task.spec.time_min} min; raise SlurmSpec.time_min). Logs: {_logs(task.job)}"
+            f"{task.inst.label}: Slurm job {job_id} {states.explain('TIMEOUT')}; time limit "
+            f"{task.spec.time_min} min. Logs: {_logs(task.job)}"
         )
     last = next((ln for ln in reversed(traceback_text.strip().splitlines()) if ln.strip()), "")
     return CellComputeError(

@@ -11,6 +11,10 @@ The rule:
 Partition keys come from "structural" keys, which ignore resource releases: a new release
 changes logic keys, never partition keys. A resource cell is never partitioned: it becomes one
 observable source asset whose observation covers all its instances.
+
+At run time the projection's instances are re-resolved with real releases (`actual_instances`)
+and looked up by partition (`instances_for`); the Dagster layer only translates asset keys and
+run tags into these calls.
 """
 
 from __future__ import annotations
@@ -21,8 +25,16 @@ from typing import Any
 
 from further_dagster.core.cell import Cell
 from further_dagster.core.graph import DefinitionGraph
-from further_dagster.core.instances import STRUCTURAL_RELEASE, CallContext, Instance, Resolver, walk
+from further_dagster.core.instances import (
+    CallContext,
+    Instance,
+    ReleaseLookup,
+    Resolver,
+    walk,
+)
+from further_dagster.core.keys import STRUCTURAL_RELEASE
 from further_dagster.core.project import resolve_cell
+from further_dagster.errors import UnknownPartitionError
 
 PARTITION_KEY_CHARS = 12
 
@@ -82,7 +94,10 @@ class Projection:
         resolver = Resolver(graph, context)
         if roots is None:
             roots = [(cell, {}) for cell in graph.top_cells()]
-        root_instances = [resolver.instance(resolve_cell(c), values) for c, values in roots]
+        self.roots: list[tuple[type[Cell], dict[str, Any]]] = [
+            (resolve_cell(c), dict(values)) for c, values in roots
+        ]
+        root_instances = [resolver.instance(c, values) for c, values in self.roots]
         self.instances = walk(root_instances)
         by_cell: dict[type[Cell], list[Instance]] = {}
         for inst in self.instances:
@@ -154,3 +169,37 @@ class Projection:
 
     def asset(self, cell: type[Cell]) -> CellAsset:
         return self.assets[cell]
+
+    @property
+    def has_resources(self) -> bool:
+        return any(c.is_resource for c in self.assets)
+
+    def actual_instances(self, releases: ReleaseLookup | None = None) -> dict[str, Instance]:
+        """Structural key -> the instance with real releases (from `releases`), dependencies
+        first. Without resource cells the projection's own instances are the real ones."""
+        if not self.has_resources or releases is None:
+            return {inst.skey: inst for inst in self.instances}
+        resolver = Resolver(self.graph, CallContext(release_resolver=releases))
+        insts = walk([resolver.instance(c, v) for c, v in self.roots])
+        return {inst.skey: inst for inst in insts}
+
+    def instances_for(
+        self,
+        cell: type[Cell],
+        partition_keys: Sequence[str] | None,
+        actual: Mapping[str, Instance],
+    ) -> dict[str | None, list[Instance]]:
+        """Partition key (None when unpartitioned) -> the actual instances of that partition;
+        `partition_keys` None means every partition."""
+        asset = self.assets[cell]
+        if asset.partitions is None:
+            return {None: [actual[i.skey] for i in asset.instances[None]]}
+        keys = partition_keys if partition_keys is not None else asset.partitions.keys
+        unknown = [k for k in keys if k not in asset.instances]
+        if unknown:
+            raise UnknownPartitionError(
+                f"{cell.full_name} has no partition(s) {unknown}; its partitions are "
+                f"{asset.partitions.keys} (they follow the cells' logic keys: reload the code "
+                "location after changing Specs or logic_version)."
+            )
+        return {pk: [actual[i.skey] for i in asset.instances[pk]] for pk in keys}

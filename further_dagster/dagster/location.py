@@ -1,0 +1,181 @@
+"""One compiled code location: the projection of its projects, its store and its defaults.
+
+`build_definitions` builds one `Location` and hands it to everything that needs it at run time:
+the asset bodies and the observe functions close over it, and the `further` resource and the
+IO manager are resource definitions that carry it. The executor and the Slurm step handler find
+it through the job they run (`location_of(job_def)`). So two `build_definitions` calls in one
+process, over the same projects with different roots or freshness, never see each other's
+settings: there is no process-wide registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from further_dagster.core.cell import Cell
+from further_dagster.core.freshness import FreshnessOverrides
+from further_dagster.core.graph import DefinitionGraph
+from further_dagster.core.instances import Instance
+from further_dagster.engine.modes import Mode, parse_mode
+from further_dagster.engine.plan import missing
+from further_dagster.engine.projection import CellAsset, Projection
+from further_dagster.engine.releases import Clock, ReleaseResolver
+from further_dagster.store import ArtifactStore, Store, resolve_root
+
+RESOURCE_KEY = "further"
+IO_MANAGER_KEY = "further_io_manager"
+
+
+def asset_key_for(cell: type[Cell]) -> dg.AssetKey:
+    """`[project, cell]`: the asset key of a cell."""
+    return dg.AssetKey([cell.project.name, cell.name])
+
+
+@dataclass(frozen=True)
+class StepInstances:
+    """What one step (or one run's selection of assets) covers.
+
+    Attributes:
+        by_asset: asset key -> partition key (None: unpartitioned) -> the actual instances.
+        missing: what must be computed so that all of them are stored (engine.plan.missing).
+    """
+
+    by_asset: Mapping[dg.AssetKey, Mapping[str | None, list[Instance]]]
+    missing: list[Instance]
+
+    @property
+    def instances(self) -> list[Instance]:
+        return [i for by_pk in self.by_asset.values() for g in by_pk.values() for i in g]
+
+
+class Location:
+    """The projection of `graph` under `roots`, with the code location's settings.
+
+    Args:
+        graph: the definition graph of the projects.
+        roots: (cell, values) to resolve; None: every cell nothing else requires.
+        root: store root; None resolves FURTHER_ROOT / `.further` when the store is needed,
+            so a test or a Slurm job that sets FURTHER_ROOT later still applies.
+        freshness: the code location's freshness overrides (build_definitions(freshness=)).
+        mode: the default mode ceiling of its runs.
+        slurm_client: the Slurm client its executor and steps use (None: the real one).
+    """
+
+    def __init__(
+        self,
+        graph: DefinitionGraph,
+        roots: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None,
+        *,
+        root: str | Path | None = None,
+        freshness: FreshnessOverrides | None = None,
+        mode: str | Mode = Mode.LOCAL,
+        slurm_client: Any = None,
+    ) -> None:
+        self.graph = graph
+        self.projection = Projection(graph, roots)
+        self.asset_by_key: dict[dg.AssetKey, CellAsset] = {
+            asset_key_for(cell): asset for cell, asset in self.projection.assets.items()
+        }
+        self.root = None if root is None or str(root) == "" else str(root)
+        self.default_freshness = freshness or FreshnessOverrides()
+        self.default_mode = parse_mode(mode, where="build_definitions(mode=...)")
+        self.slurm_client = slurm_client
+        self._stores: dict[Path, ArtifactStore] = {}
+
+    def __repr__(self) -> str:
+        return f"Location({len(self.asset_by_key)} assets, root={self.root!r})"
+
+    @property
+    def has_resources(self) -> bool:
+        return self.projection.has_resources
+
+    def store(self) -> Store:
+        """The store of this location (one per resolved root, built once)."""
+        path = resolve_root(self.root)
+        found = self._stores.get(path)
+        if found is None:
+            found = self._stores[path] = ArtifactStore(path)
+        return found
+
+    def release_resolver(
+        self,
+        freshness: FreshnessOverrides | None = None,
+        *,
+        source: str = "dagster",
+        always_observe: bool = False,
+        clock: Clock | None = None,
+    ) -> ReleaseResolver:
+        """A resolver of releases under `freshness` (default: the location's overrides)."""
+        return ReleaseResolver(
+            self.store(),
+            freshness if freshness is not None else self.default_freshness,
+            source=source,
+            always_observe=always_observe,
+            clock=clock,
+        )
+
+    def actual_instances(
+        self,
+        freshness: FreshnessOverrides | None = None,
+        *,
+        resolver: ReleaseResolver | None = None,
+    ) -> dict[str, Instance]:
+        """Structural key -> instance with the releases of now, dependencies first."""
+        if not self.has_resources:
+            return self.projection.actual_instances(None)
+        return self.projection.actual_instances(resolver or self.release_resolver(freshness))
+
+    def instances_for(
+        self,
+        asset_key: dg.AssetKey,
+        partition_keys: Sequence[str] | None,
+        actual: Mapping[str, Instance],
+    ) -> dict[str | None, list[Instance]]:
+        """Partition key (None when unpartitioned) -> the actual instances of that partition."""
+        return self.projection.instances_for(
+            self.asset_by_key[asset_key].cell, partition_keys, actual
+        )
+
+    def step_instances(
+        self,
+        partitions: Mapping[dg.AssetKey, Sequence[str] | None],
+        actual: Mapping[str, Instance],
+    ) -> StepInstances:
+        """The instances of these assets (asset key -> its partition keys, None for all) and
+        what of them is missing, by the one rule of engine/plan.py."""
+        by_asset = {key: self.instances_for(key, pks, actual) for key, pks in partitions.items()}
+        targets = [i for by_pk in by_asset.values() for g in by_pk.values() for i in g]
+        return StepInstances(by_asset, missing(self.store(), targets))
+
+
+class FurtherResourceDefinition(dg.ResourceDefinition):
+    """The `further` resource: carries the location, so anything holding the job finds it."""
+
+    location: Location
+
+
+def location_of(holder: Any) -> Location | None:
+    """The Location behind a job definition or a `Definitions` built by build_definitions."""
+    resources: Any
+    if isinstance(holder, dg.Definitions):
+        resources = holder.resources or {}
+    else:
+        resources = getattr(holder, "resource_defs", None) or {}
+    found = resources.get(RESOURCE_KEY) if hasattr(resources, "get") else None
+    return found.location if isinstance(found, FurtherResourceDefinition) else None
+
+
+__all__ = [
+    "IO_MANAGER_KEY",
+    "RESOURCE_KEY",
+    "FurtherResourceDefinition",
+    "Location",
+    "StepInstances",
+    "asset_key_for",
+    "location_of",
+]
