@@ -95,6 +95,7 @@ check: setup
 
 example: setup
 	mkdir -p "$(DAGSTER_HOME)"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp deploy/dagster.example.yaml "$(DAGSTER_HOME)/dagster.yaml"
 	$(BIN)/dagster asset materialize -m example_project --select '*' \
 	  --partition-range "$$($(BIN)/further-dagster partition-range -m example_project)"
 
@@ -111,9 +112,13 @@ bench: setup
 bench-slurm: setup
 	$(BIN)/python bench/bench_slurm.py
 
+# `make dev HOST=0.0.0.0 PORT=3001` to reach the UI from another machine or port.
+HOST ?= 127.0.0.1
+PORT ?= 3000
 dev: setup
 	mkdir -p "$(DAGSTER_HOME)"
-	$(BIN)/dagster dev -w workspace.yaml
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp deploy/dagster.example.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 clean:
 	rm -rf .further .dagster_home .slurm .pytest_cache .mypy_cache .ruff_cache

@@ -116,3 +116,40 @@ class SlurmJobError(FurtherError):
 class UnknownPartitionError(FurtherError):
     """A run asks for a partition the cell's asset does not have (the partitions follow the
     cells' logic keys: reload the code location after a change)."""
+
+
+# --- trust (store) -------------------------------------------------------------------------
+
+
+class UntrustedPickleError(FurtherError):
+    """A pickled contribution would have been unpickled (running code it carries) although the
+    store does not trust who could have written it: another project that no trust declaration
+    names (`Session(trust=[...])`, `build_definitions(..., trust=[...])`), or an instance
+    directory another user owns or can write (unless the store is shared:
+    `ArtifactStore(shared=True)` / `FURTHER_SHARED_STORE=1`). The message names the project,
+    cell, key and file, and the fix."""
+
+
+# --- attempts (store) ----------------------------------------------------------------------
+
+
+class InputLoadError(StoreError):
+    """make()'s inputs could not be loaded: a dependency's stored result is damaged, missing or
+    unreadable. Not the cell's fault, so the attempt is recorded as `environment` and does not
+    count toward `FURTHER_MAX_ATTEMPTS`; the message names the cell, the edge, the dependency
+    and the original error (also its `__cause__`)."""
+
+
+class CorruptInputError(InputLoadError, CorruptArtifactError):
+    """make()'s input is a damaged stored result: both an `InputLoadError` (the attempt is an
+    `environment` one) and a `CorruptArtifactError` (so `except CorruptArtifactError` catches
+    a dependent that read a damaged upstream). The damaged upstream was moved aside, and the
+    next call recomputes it."""
+
+
+class UntrustedInputError(InputLoadError, UntrustedPickleError):
+    """make()'s input is a pickle the store does not trust (see `UntrustedPickleError`)."""
+
+
+class SelectionError(FurtherError):
+    """A `further-dagster materialize` selection or partition matches nothing it can run."""

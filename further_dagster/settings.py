@@ -6,20 +6,37 @@
                                pyproject.toml above the      not exist yet (created on first
                                working directory (the        write); ~ is expanded, a relative
                                working directory if none)    path is taken from the working dir
-    FURTHER_LEASE_SECS         60                            finite seconds >= 0.5 (MIN_LEASE_S:
-                                                             the heartbeat runs every 0.2 s at
-                                                             best)
+    FURTHER_LEASE_SECS         15                            finite seconds >= 0.5 (MIN_LEASE_S:
+                                                             the heartbeat runs every lease/3,
+                                                             0.2 s at best)
     FURTHER_WAIT_TIMEOUT_SECS  3600                          finite seconds >= 0
     FURTHER_MAX_ATTEMPTS       3                             an integer >= 1
     FURTHER_DASK_ADDRESS       unset: a local cluster        a scheduler address, e.g.
                                                              tcp://10.0.0.5:8786
     FURTHER_PG_BIN             /usr/lib/postgresql/15/bin    a directory with initdb, pg_ctl,
                                                              createdb and postgres
+    FURTHER_VERIFY             digest                        digest (sizes and blake2b digests
+                                                             checked on every load) or size
+                                                             (sizes only: for huge files)
+    FURTHER_SHARED_STORE       0                             1/true/yes or 0/false/no; 1 loads
+                                                             pickles that other users could
+                                                             have written (a shared root)
+    FURTHER_FSYNC              0                             1/true/yes/on or 0/false/no/off; 1
+                                                             fsyncs every file of a result and
+                                                             its directory before the commit
+                                                             rename (survives a power loss)
 
 Who reads them: the root, the lease, the wait timeout and the attempts are the artifact store's
 (`ArtifactStore`, `ReleaseHistory`, and through them `Session` and the Dagster resources); the
 Dask address is the engine's Dask backend's; the PostgreSQL bin directory is the throwaway test
-server's (`further_dagster.testing.postgres`).
+server's (`further_dagster.testing.postgres`); verification and the shared switch are the
+artifact store's (`ArtifactStore(verify=..., shared=...)`), and so is fsync
+(`ArtifactStore(fsync=...)`).
+
+The default root falls back to `./.further` of the working directory when no `pyproject.toml`
+lies above it and `FURTHER_ROOT` is unset; that fallback logs a warning (once per process) and
+is refused when the working directory is world-writable and not owned by the current user
+(anyone could have planted a `.further` there).
 
 An empty value counts as unset. A value that is not allowed raises `ConfigurationError` naming
 the variable, the value given and what is allowed, when the setting is read, never a raw
@@ -33,13 +50,15 @@ the argument instead of the variable; `Settings.from_env()` reads them all at on
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from further_dagster.errors import ConfigurationError
 
@@ -49,14 +68,26 @@ ENV_WAIT_TIMEOUT_SECS = "FURTHER_WAIT_TIMEOUT_SECS"
 ENV_MAX_ATTEMPTS = "FURTHER_MAX_ATTEMPTS"
 ENV_DASK_ADDRESS = "FURTHER_DASK_ADDRESS"
 ENV_PG_BIN = "FURTHER_PG_BIN"
+ENV_VERIFY = "FURTHER_VERIFY"
+ENV_SHARED_STORE = "FURTHER_SHARED_STORE"
+ENV_FSYNC = "FURTHER_FSYNC"
 
 DEFAULT_ROOT_DIR_NAME = ".further"
-DEFAULT_LEASE_S = 60.0
+DEFAULT_LEASE_S = 15.0
 MIN_LEASE_S = 0.5
 MIN_HEARTBEAT_S = 0.2
 DEFAULT_WAIT_TIMEOUT_S = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+VerifyMode = Literal["digest", "size"]
+"""How much of a stored result a load checks beyond its manifest: `digest` (sizes and blake2b
+digests) or `size` (sizes only)."""
+
+DEFAULT_VERIFY: VerifyMode = "digest"
+VERIFY_MODES: tuple[VerifyMode, ...] = ("digest", "size")
+
+log = logging.getLogger("further.settings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +100,9 @@ class Settings:
     max_attempts: int
     dask_address: str | None
     pg_bin: Path
+    verify: VerifyMode = DEFAULT_VERIFY
+    shared_store: bool = False
+    fsync: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +118,9 @@ class Settings:
             max_attempts=max_attempts(environ=environ),
             dask_address=dask_address(environ=environ),
             pg_bin=pg_bin(environ=environ),
+            verify=verify(environ=environ),
+            shared_store=shared_store(environ=environ),
+            fsync=fsync(environ=environ),
         )
 
 
@@ -98,12 +135,15 @@ def store_root(
     """The absolute store root: `explicit`, else `FURTHER_ROOT`, else the project default.
 
     The project default is `<project dir>/.further`, the project dir being the nearest
-    ancestor of the working directory that holds a `pyproject.toml`. The directory is not
-    created here: reading a store must not write.
+    ancestor of the working directory that holds a `pyproject.toml`; without one it is
+    `./.further` of the working directory, which logs a warning once per process. The
+    directory is not created here: reading a store must not write.
 
     Raises:
         ConfigurationError: the chosen path, or one of its ancestors, exists and is not a
-            directory (naming `root`, `FURTHER_ROOT` or the default, and the path).
+            directory (naming `root`, `FURTHER_ROOT` or the default, and the path); or the
+            default falls back to a working directory that is world-writable and not owned by
+            the current user.
     """
     raw = _environ(environ).get(ENV_ROOT)
     if explicit is not None and os.fspath(explicit) != "":
@@ -116,7 +156,11 @@ def store_root(
             f"({DEFAULT_ROOT_DIR_NAME} beside the nearest pyproject.toml)."
         )
     else:
-        chosen = find_project_dir() / DEFAULT_ROOT_DIR_NAME
+        here = Path(os.path.abspath(os.getcwd()))
+        project = _project_dir(here)
+        if project is None:
+            _check_cwd_fallback(here)
+        chosen = (project or here) / DEFAULT_ROOT_DIR_NAME
         name, given = "the default store root", repr(str(chosen))
         fix = f"Set {ENV_ROOT} to a directory."
     path = Path(os.path.abspath(chosen.expanduser()))
@@ -136,14 +180,50 @@ def store_root(
 def find_project_dir(start: Path | None = None) -> Path:
     """The nearest ancestor of `start` (default: cwd) holding a `pyproject.toml`, else `start`."""
     here = Path(os.path.abspath(start if start is not None else os.getcwd()))
+    return _project_dir(here) or here
+
+
+def _project_dir(here: Path) -> Path | None:
     for candidate in (here, *here.parents):
         if (candidate / "pyproject.toml").is_file():
             return candidate
-    return here
+    return None
+
+
+_warned_cwd_fallback: set[str] = set()
+
+
+def _check_cwd_fallback(cwd: Path) -> None:
+    """The default root is about to be `<cwd>/.further` (no pyproject.toml above): warn once,
+    and refuse a world-writable working directory that another user owns."""
+    try:
+        info = os.stat(cwd)
+    except OSError:
+        return  # a cwd that cannot be stat'ed is reported where the root is first used
+    if info.st_mode & stat.S_IWOTH and info.st_uid != os.geteuid():
+        _refuse(
+            "the default store root",
+            repr(str(cwd / DEFAULT_ROOT_DIR_NAME)),
+            f"no pyproject.toml lies above the working directory {cwd}, and that directory is "
+            f"world-writable and owned by uid {info.st_uid}, not by you (uid {os.geteuid()}): "
+            f"anyone could have created its {DEFAULT_ROOT_DIR_NAME} and planted results in it",
+            f"Set {ENV_ROOT} to a directory you own, pass root=..., or run from your project "
+            "(a directory with a pyproject.toml).",
+        )
+    if str(cwd) not in _warned_cwd_fallback:
+        _warned_cwd_fallback.add(str(cwd))
+        log.warning(
+            "no pyproject.toml above %s and %s is unset: the store root is %s; set %s (or run "
+            "from your project) to choose it",
+            cwd,
+            ENV_ROOT,
+            cwd / DEFAULT_ROOT_DIR_NAME,
+            ENV_ROOT,
+        )
 
 
 def lease_s(explicit: float | None = None, *, environ: Mapping[str, str] | None = None) -> float:
-    """Seconds a lease lasts without a heartbeat: `explicit`, else `FURTHER_LEASE_SECS`, else 60.
+    """Seconds a lease lasts without a heartbeat: `explicit`, else `FURTHER_LEASE_SECS`, else 15.
 
     Raises:
         ConfigurationError: not a finite number >= `MIN_LEASE_S`.
@@ -246,6 +326,94 @@ def pg_bin(
     return path
 
 
+def verify(explicit: str | None = None, *, environ: Mapping[str, str] | None = None) -> VerifyMode:
+    """What every load checks of a stored result: `explicit`, else `FURTHER_VERIFY`, else
+    `digest` (each file's size and blake2b digest); `size` checks sizes only, for stores of
+    huge files whose hashing would dominate a load. `further-dagster verify` always checks
+    digests.
+
+    Raises:
+        ConfigurationError: neither `digest` nor `size`.
+    """
+    allowed = "it must be 'digest' (sizes and digests checked on load) or 'size' (sizes only)"
+    if explicit is not None:
+        if explicit not in VERIFY_MODES:
+            _refuse("verify", repr(explicit), allowed)
+        return explicit
+    raw = _environ(environ).get(ENV_VERIFY)
+    if not raw:
+        return DEFAULT_VERIFY
+    value = raw.strip().lower()
+    for mode in VERIFY_MODES:
+        if value == mode:
+            return mode
+    _refuse(ENV_VERIFY, repr(raw), allowed, f"Unset it for the default, {DEFAULT_VERIFY}.")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def shared_store(explicit: bool | None = None, *, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the store root is shared between users: `explicit`, else
+    `FURTHER_SHARED_STORE`, else False. A shared store loads pickled contributions from
+    instance directories that other users own or can write; an unshared one refuses them
+    (`UntrustedPickleError`), since unpickling runs code the file carries.
+
+    Raises:
+        ConfigurationError: not a boolean (1/true/yes/on or 0/false/no/off).
+    """
+    if explicit is not None:
+        if not isinstance(explicit, bool):
+            _refuse("shared", repr(explicit), "it must be True or False")
+        return explicit
+    raw = _environ(environ).get(ENV_SHARED_STORE)
+    if not raw:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    _refuse(
+        ENV_SHARED_STORE,
+        repr(raw),
+        "it must be 1, true, yes or on (the root is shared between users) or 0, false, no or off",
+        "Unset it for the default, 0.",
+    )
+
+
+def fsync(explicit: bool | None = None, *, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether commits and state records are flushed to disk: `explicit`, else `FURTHER_FSYNC`,
+    else False. With it, every file of a result and its temporary directory are fsynced before
+    the commit rename (and the instance directory after it), so a power loss cannot leave a
+    committed result with torn files; without it a power loss can, and the manifest's digests
+    detect it on load. It costs one flush per file, per computed instance (see
+    `further_dagster.store.durability`).
+
+    Raises:
+        ConfigurationError: not a boolean (1/true/yes/on or 0/false/no/off).
+    """
+    if explicit is not None:
+        if not isinstance(explicit, bool):
+            _refuse("fsync", repr(explicit), "it must be True or False")
+        return explicit
+    raw = _environ(environ).get(ENV_FSYNC)
+    if not raw:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    _refuse(
+        ENV_FSYNC,
+        repr(raw),
+        "it must be 1, true, yes or on (fsync every commit) or 0, false, no or off",
+        "Unset it for the default, 0.",
+    )
+
+
 # --- validation ---------------------------------------------------------------------------
 
 
@@ -309,21 +477,30 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PG_BIN",
     "DEFAULT_ROOT_DIR_NAME",
+    "DEFAULT_VERIFY",
     "DEFAULT_WAIT_TIMEOUT_S",
     "ENV_DASK_ADDRESS",
+    "ENV_FSYNC",
     "ENV_LEASE_SECS",
     "ENV_MAX_ATTEMPTS",
     "ENV_PG_BIN",
     "ENV_ROOT",
+    "ENV_SHARED_STORE",
+    "ENV_VERIFY",
     "ENV_WAIT_TIMEOUT_SECS",
     "MIN_HEARTBEAT_S",
     "MIN_LEASE_S",
+    "VERIFY_MODES",
     "Settings",
+    "VerifyMode",
     "dask_address",
     "find_project_dir",
+    "fsync",
     "lease_s",
     "max_attempts",
     "pg_bin",
+    "shared_store",
     "store_root",
+    "verify",
     "wait_timeout_s",
 ]

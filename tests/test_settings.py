@@ -98,7 +98,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(project / "src")
     assert Settings.from_env() == Settings(
         root=project / ".further",
-        lease_s=60.0,
+        lease_s=15.0,  # issue #8: was 60
         wait_timeout_s=3600.0,
         max_attempts=3,
         dask_address=None,
@@ -133,12 +133,12 @@ def test_an_empty_value_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FURTHER_LEASE_SECS", "FURTHER_WAIT_TIMEOUT_SECS", "FURTHER_MAX_ATTEMPTS"):
         monkeypatch.setenv(name, "")
     monkeypatch.setenv("FURTHER_DASK_ADDRESS", "")
-    assert (settings.lease_s(), settings.wait_timeout_s(), settings.max_attempts()) == (60, 3600, 3)
+    assert (settings.lease_s(), settings.wait_timeout_s(), settings.max_attempts()) == (15, 3600, 3)
     assert settings.dask_address() is None
 
 
 def test_the_environment_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert settings.lease_s() == 60
+    assert settings.lease_s() == 15
     monkeypatch.setenv("FURTHER_LEASE_SECS", "9")
     assert settings.lease_s() == 9 and Settings.from_env().lease_s == 9
     monkeypatch.setenv("FURTHER_LEASE_SECS", "inf")
@@ -195,3 +195,15 @@ def test_store_and_testing_modules_read_no_further_variable_themselves() -> None
         if ("environ" in line or "getenv" in line) and "FURTHER_" in line
     ]
     assert readers == []
+
+
+def test_fsync_is_a_boolean_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings.fsync() is False and Settings.from_env().fsync is False
+    for raw, value in (("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)):
+        assert settings.fsync(environ={"FURTHER_FSYNC": raw}) is value
+    with pytest.raises(ConfigurationError, match="FURTHER_FSYNC='2'"):
+        settings.fsync(environ={"FURTHER_FSYNC": "2"})
+    with pytest.raises(ConfigurationError, match="fsync=1"):
+        settings.fsync(1)  # type: ignore[arg-type]
+    monkeypatch.setenv("FURTHER_FSYNC", "true")
+    assert Settings.from_env().fsync is True

@@ -106,13 +106,18 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _check_type(value: Any, declared: Any) -> bool:
-    """isinstance against a declared contribution type; typing constructs check their origin."""
+def check_type(value: Any, declared: Any) -> bool:
+    """The contribution type rule: isinstance against a declared contribution type.
+
+    Typing constructs check their origin (`list[int]` checks `list`), unions any member,
+    `float` also takes an `int` (not a `bool`), and what is not a class (a `Literal`, a
+    `TypeVar`) passes. Used after make() and again when a stored result is loaded.
+    """
     if declared is Any or declared is object:
         return True
     origin = typing.get_origin(declared)
     if origin in (typing.Union, types.UnionType):
-        return any(_check_type(value, arg) for arg in typing.get_args(declared))
+        return any(check_type(value, arg) for arg in typing.get_args(declared))
     if origin is not None:
         declared = origin
     if declared is float:
@@ -120,6 +125,28 @@ def _check_type(value: Any, declared: Any) -> bool:
     if isinstance(declared, type):
         return isinstance(value, declared)
     return True
+
+
+def type_can_pass(kind: type, declared: Any) -> bool:
+    """True if a value of exact type `kind` can pass `check_type(value, declared)`: the same
+    rule on types, so a store can refuse a file whose codec cannot produce the declared type
+    before decoding it."""
+    if declared is Any or declared is object:
+        return True
+    origin = typing.get_origin(declared)
+    if origin in (typing.Union, types.UnionType):
+        return any(type_can_pass(kind, arg) for arg in typing.get_args(declared))
+    if origin is not None:
+        declared = origin
+    if declared is float:
+        return issubclass(kind, (int, float)) and not issubclass(kind, bool)
+    if isinstance(declared, type):
+        return issubclass(kind, declared)
+    return True
+
+
+CELL_CODECS = ("json", "npy", "parquet")
+"""What `Cell.codec` may name: the codecs that never run code when read (no pickle)."""
 
 
 class Cell:
@@ -145,7 +172,9 @@ class Cell:
     `project_params` (names of project parameters the cell subscribes to; each must also be a
     field of its Specs), `in_parallel` (False forces inline execution), `mode` (preferred
     execution mode), `track_libraries` (package versions that enter the logic key), `slurm`
-    (a SlurmSpec or a list of them, used by the Slurm executor).
+    (a SlurmSpec or a list of them, used by the Slurm executor), `codec` (None, or "json",
+    "npy" or "parquet": every contribution is stored with that codec, and pickle is refused
+    when the result is written and when it is read).
 
     Inside `make()`: `self.specs`, `self.opts`, `self.inputs[name]` (the dependency's
     Contributions, or a list of them for a swept edge), `self.log` (captured into the artifact
@@ -167,6 +196,7 @@ class Cell:
     mode: ClassVar[str | None] = None
     track_libraries: ClassVar[tuple[str, ...]] = ()
     slurm: ClassVar[Any] = None
+    codec: ClassVar[str | None] = None
     is_resource: ClassVar[bool] = False
 
     def __init_subclass__(
@@ -243,7 +273,7 @@ class Cell:
                 parts.append(f"missing {missing} (return them from make())")
             raise ContributionError(f"{cls.full_name}.make() returned " + "; ".join(parts) + ".")
         for field, declared in cls.contributions.items():
-            if not _check_type(result[field], declared):
+            if not check_type(result[field], declared):
                 raise ContributionError(
                     f"{cls.full_name}.make() returned {type(result[field]).__name__} for "
                     f"contribution {field!r}, declared as "
@@ -269,6 +299,12 @@ def _validate_declaration(cls: type[Cell], where: str) -> None:
                 f"{sorted(RESULT_ATTRIBUTE_NAMES)} as attributes, and the store writes "
                 f"{sorted(STORE_RECORD_NAMES)} records beside the contributions); rename it."
             )
+    if cls.codec is not None and cls.codec not in CELL_CODECS:
+        raise CellDefinitionError(
+            f"{where}.codec = {cls.codec!r} is not allowed: it must be None (any codec, pickle "
+            f"as the fallback) or one of {', '.join(repr(c) for c in CELL_CODECS)} (every "
+            f"contribution stored with that codec; pickle refused)."
+        )
     if not isinstance(cls.req_cells, Mapping):
         raise CellDefinitionError(f"{where}.req_cells must be a dict of name -> Req(...)")
     for edge, req in cls.req_cells.items():

@@ -13,7 +13,15 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    NULL_EVENT_POINTER,
+    extract_data_version_from_entry,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.executor_definition import (
     _core_in_process_executor_creation,
@@ -28,6 +36,7 @@ from dagster._core.events import (  # noqa: F401
     StepMaterializationData,
 )
 from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan import execute_step as _execute_step
 from dagster._core.execution.plan.handle import StepHandle
 from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.execution.plan.plan import ExecutionPlan
@@ -72,7 +81,13 @@ __all__ = [
     "step_retry_count",
     "with_executor",
     # projection, executors, resources
+    "CODE_VERSION_TAG",
+    "DATA_VERSION_IS_USER_PROVIDED_TAG",
     "DATA_VERSION_TAG",
+    "NULL_EVENT_POINTER",
+    "extract_data_version_from_entry",
+    "get_input_data_version_tag",
+    "get_input_event_pointer_tag",
     "DagsterEvent",
     "DagsterEventType",
     "EngineEventData",
@@ -81,6 +96,7 @@ __all__ = [
     "PlanOrchestrationContext",
     "RetryMode",
     "executor_config",
+    "reconstructable_asset_job",
     "get_retries_config",
     "inner_executor",
     "backfill_request",
@@ -101,6 +117,17 @@ def inner_executor(kind: str, config: Mapping[str, Any]) -> Executor:
     if kind == "in_process":
         return _core_in_process_executor_creation(dict(config))
     return _core_multiprocess_executor_creation(dict(config))
+
+
+def reconstructable_asset_job(module: str, attribute: str, working_directory: str) -> Any:
+    """The implicit asset job of `module.attribute` (a Definitions), reconstructable in step
+    processes, as `dagster asset materialize -m module` builds it."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repo = ReconstructableRepository.for_module(
+        module, attribute, working_directory=working_directory
+    )
+    return repo.get_reconstructable_job("__ASSET_JOB")
 
 
 def executor_config(job_def: Any, run_config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -287,3 +314,43 @@ def step_failure_event(
         step_failure_data=StepFailureData(error=error, user_failure_data=None),
         message=f'Step "{step_key}" was not launched: {message.splitlines()[0]}',
     )
+
+
+# --- per-partition data versions ---------------------------------------------------------
+
+_DAGSTER_OUTPUT_ASSET_EVENTS = _execute_step._get_output_asset_events
+_LOGIC_KEY_METADATA = "further/logic_key"  # dagster/tags.py LOGIC_KEY (no import: no cycle)
+
+
+def _partition_data_version(event: Any) -> Any:
+    """A cell's partition materialization with its own logic key as its data version.
+
+    Dagster gives every partition of a multi-partition step one data version; a cell step
+    knows each partition's logic key (the step's per-partition metadata carries it), so the
+    partition records that instead, as a user-provided version (what Dagster's staleness
+    compares). Events of other assets pass unchanged.
+    """
+    if not isinstance(event, dg.AssetMaterialization) or event.partition is None:
+        return event
+    found = event.metadata.get(_LOGIC_KEY_METADATA)
+    key = getattr(found, "value", found)
+    own = event.tags or {}
+    if not isinstance(key, str) or own.get(DATA_VERSION_TAG) == key:
+        return event
+    tags = {**own, DATA_VERSION_TAG: key, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+    return dg.AssetMaterialization(
+        asset_key=event.asset_key,
+        partition=event.partition,
+        metadata=event.metadata,
+        tags=tags,
+        description=event.description,
+    )
+
+
+def _output_asset_events(*args: Any, **kwargs: Any) -> Any:
+    for event in _DAGSTER_OUTPUT_ASSET_EVENTS(*args, **kwargs):
+        yield _partition_data_version(event)
+
+
+# Installed when the dagster layer is imported: every process that runs a cell step does.
+_execute_step._get_output_asset_events = _output_asset_events

@@ -27,6 +27,8 @@ from further_dagster.dagster.location import (
 )
 from further_dagster.dagster.resources import FurtherResource, StoredCell
 from further_dagster.dagster.run_config import run_freshness, step_mode
+from further_dagster.dagster.specs_config import specs_config_schema
+from further_dagster.dagster.versions import input_tags, version_tags
 from further_dagster.engine.modes import Mode
 from further_dagster.engine.projection import CellAsset
 from further_dagster.engine.scheduler import RunReport, run_missing
@@ -92,10 +94,16 @@ def _step_instances(
     key = asset_key_for(asset.cell)
     pks = list(context.partition_keys) if asset.partitions is not None else None
     run = context.run
-    freshness = (
-        run_freshness(location, run.tags, run.run_config) if location.has_resources else None
+    releases = None
+    if location.has_resources:
+        releases = location.release_resolver(run_freshness(location, run.tags, run.run_config))
+    config = dict(context.op_execution_context.op_config or {})
+    return location.step_instances(
+        {key: pks},
+        location.actual_instances(resolver=releases),
+        config={key: config} if config else None,
+        releases=releases,
     )
-    return location.step_instances({key: pks}, location.actual_instances(freshness))
 
 
 def _compute(
@@ -107,18 +115,17 @@ def _compute(
     """Run what the step is missing, in the step's mode; log what was not expected here."""
     upstream = [i for i in step.missing if i.cell is not asset.cell and not i.cell.is_resource]
     if upstream:
-        shown = ", ".join(i.label for i in upstream[:5])
-        more = f" and {len(upstream) - 5} more" if len(upstream) > 5 else ""
         context.log.warning(
             f"{len(upstream)} upstream instance(s) were not stored and are computed in this "
-            f"step: {shown}{more}"
+            f"step (each is recorded as a materialization of its own asset): "
+            + ", ".join(i.label for i in upstream)
         )
     for inst in step.missing:
         if inst.cell.is_resource:
             context.log.info(f"reading resource {inst.label} at release {inst.release}")
     location = further.location
     step_key = context.get_step_execution_context().step.key
-    mode = step_mode(location, context.run, step_key, context.job_def, further.mode)
+    mode = step_mode(location, context.run, step_key, context.job_def, further.within_step)
     slurm = None
     if mode is Mode.SLURM:
         from further_dagster.dagster.slurm_step_handler import fanout_settings
@@ -133,13 +140,59 @@ def _compute(
         slurm=slurm,
         report=report,
     )
+    _record_upstream(context, location, upstream, report)
     return report
 
 
+def _record_upstream(
+    context: dg.AssetExecutionContext,
+    location: Location,
+    upstream: list[Instance],
+    report: RunReport,
+) -> None:
+    """A materialization of its own asset (and partition) for each upstream instance this step
+    computed, with its metadata and versions, so Dagster shows that work where it belongs."""
+    root = location.store().root
+    for inst in upstream:
+        outcome = report.outcomes.get(inst.key)
+        cell_asset = location.projection.assets.get(inst.cell)
+        if outcome is None or cell_asset is None:
+            continue
+        partition = next(
+            (
+                pk
+                for pk, insts in cell_asset.instances.items()
+                for i in insts
+                if i.skey == inst.skey
+            ),
+            None,
+        )
+        if cell_asset.partitions is not None and partition is None:
+            context.log.info(f"{inst.label} is not a partition of its asset; not recorded there")
+            continue
+        metadata = instance_metadata(root, inst, outcome.hit, outcome.duration_s)
+        metadata[T.COMPUTED_BY_STEP] = context.get_step_execution_context().step.key
+        inputs = input_tags(context.instance, cell_asset.upstream)
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=asset_key_for(inst.cell),
+                partition=partition,
+                metadata=metadata,
+                tags=version_tags(inst, inputs),
+            )
+        )
+
+
 def _output(
-    location: Location, asset: CellAsset, step: StepInstances, report: RunReport, seconds: float
+    context: dg.AssetExecutionContext,
+    location: Location,
+    asset: CellAsset,
+    step: StepInstances,
+    report: RunReport,
+    seconds: float,
 ) -> dg.Output[StoredCell]:
-    """The step's output: a reference to the stored instances, with what happened to them."""
+    """The step's output: a reference to the stored instances, with what happened to them;
+    each partition of a multi-partition step gets its own metadata."""
     key = asset_key_for(asset.cell)
     by_partition = step.by_asset[key]
     fresh = {i.key for i in step.missing}
@@ -160,26 +213,15 @@ def _output(
         metadata = instance_metadata(root, inst, hit(inst), seconds_of(inst))
         data_version = dg.DataVersion(inst.key)
     else:
-        rows: list[dict[str, Any]] = [
-            {
-                "partition": pk,
-                "logic_key": inst.key,
-                "cache": "hit" if hit(inst) else "miss",
-                "make_seconds": round(seconds_of(inst), 4),
-                "specs": inst.specs.model_dump(mode="json"),
-            }
-            for pk, insts in by_partition.items()
-            for inst in insts
-        ]
-        hits = sum(r["cache"] == "hit" for r in rows)
-        metadata = {
-            T.INSTANCES: dg.MetadataValue.json(rows),
-            T.CACHE: "hit" if hits == len(rows) else f"{len(rows) - hits} miss, {hits} hit",
-            T.MAKE_SECONDS: float(round(sum(r["make_seconds"] for r in rows), 4)),
-            T.ARTIFACT_PATH: dg.MetadataValue.path(
-                str(root / asset.cell.project.name / asset.cell.name)
-            ),
-        }
+        # One materialization per partition, each with its own instance's metadata; what is
+        # shared is about the step.
+        hits = 0
+        for pk, insts in by_partition.items():
+            for inst in insts:
+                hits += hit(inst)
+                own = instance_metadata(root, inst, hit(inst), seconds_of(inst))
+                context.add_asset_metadata(own, partition_key=pk)
+        metadata = {T.STEP_INSTANCES: len(mine), T.STEP_HITS: hits}
     metadata[T.STEP_SECONDS] = float(round(seconds, 4))
     keys = {pk: [i.key for i in insts] for pk, insts in by_partition.items()}
     with warnings.catch_warnings():
@@ -201,7 +243,7 @@ def _materialize(
         raise _failure(asset, exc) from exc
     if report.computed:
         context.log.info(f"{asset.cell.full_name}: {report.summary()}")
-    return _output(location, asset, step, report, time.perf_counter() - started)
+    return _output(context, location, asset, step, report, time.perf_counter() - started)
 
 
 def _upstream_deps(asset: CellAsset) -> list[dg.AssetDep]:
@@ -256,6 +298,7 @@ def cell_asset(
         kinds={T.KIND},
         op_tags=op_tags,
         metadata=_definition_metadata(asset),
+        config_schema=specs_config_schema(cell),
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.Output[StoredCell]:
         return _materialize(context, location, asset)

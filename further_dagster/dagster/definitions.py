@@ -37,6 +37,7 @@ def build_definitions(
     resources: Mapping[str, Any] | None = None,
     sensors: Sequence[Any] = (),
     slurm_client: Any = None,
+    trust: Sequence[str] = (),
     **definitions_kwargs: Any,
 ) -> dg.Definitions:
     """Compile projects into Dagster definitions.
@@ -65,6 +66,10 @@ def build_definitions(
         slurm_client: the Slurm client (further_dagster.slurm.client.SlurmClient) that SLURM
             runs of this code location use; default the real one (submitit). Tests pass
             `further_dagster.testing.slurm.FakeSlurmClient()`.
+        trust: projects whose pickled results cells of other projects may read as inputs. The
+            projects passed here are trusted without it; another project a cell reaches (a
+            library's cells) is external, and an input it pickled raises
+            `UntrustedPickleError` naming this argument.
 
     Resource cells become observable source assets with key `[project, cell]`.
     """
@@ -79,6 +84,7 @@ def build_definitions(
         freshness=overrides,
         mode=mode,
         slurm_client=slurm_client,
+        trust=[*trust, *(p.name for p in projects)],
     )
     all_sensors = list(sensors)
     if location.has_resources and release_sensor_interval is not None:

@@ -20,7 +20,14 @@ import dagster as dg
 from further_dagster.core.cell import Cell
 from further_dagster.core.freshness import FreshnessOverrides
 from further_dagster.core.graph import DefinitionGraph
-from further_dagster.core.instances import Instance
+from further_dagster.core.instances import (
+    CallContext,
+    Instance,
+    ReleaseLookup,
+    Resolver,
+)
+from further_dagster.core.keys import STRUCTURAL_RELEASE
+from further_dagster.dagster.specs_config import split_config
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.plan import missing
 from further_dagster.engine.projection import CellAsset, Projection
@@ -64,6 +71,8 @@ class Location:
         freshness: the code location's freshness overrides (build_definitions(freshness=)).
         mode: the default mode ceiling of its runs.
         slurm_client: the Slurm client its executor and steps use (None: the real one).
+        trust: projects whose pickled results cells of other projects may read as inputs
+            (`build_definitions(trust=...)` passes its own and the projects it compiles).
     """
 
     def __init__(
@@ -75,8 +84,10 @@ class Location:
         freshness: FreshnessOverrides | None = None,
         mode: str | Mode = Mode.LOCAL,
         slurm_client: Any = None,
+        trust: Sequence[str] = (),
     ) -> None:
         self.graph = graph
+        self.trust = tuple(trust)
         self.projection = Projection(graph, roots)
         self.asset_by_key: dict[dg.AssetKey, CellAsset] = {
             asset_key_for(cell): asset for cell, asset in self.projection.assets.items()
@@ -99,7 +110,7 @@ class Location:
         path = resolve_root(self.root)
         found = self._stores.get(path)
         if found is None:
-            found = self._stores[path] = ArtifactStore(path)
+            found = self._stores[path] = ArtifactStore(path, trust=self.trust)
         return found
 
     def release_resolver(
@@ -141,16 +152,44 @@ class Location:
             self.asset_by_key[asset_key].cell, partition_keys, actual
         )
 
+    def configured(
+        self,
+        inst: Instance,
+        specs: Mapping[str, Any],
+        opts: Mapping[str, Any],
+        releases: ReleaseLookup | None,
+    ) -> Instance:
+        """`inst` with some Specs (and Opts) set by a run's config: a new instance, with its own
+        logic key, resolved like a Session call with those values."""
+        values = {**inst.specs.model_dump(), **specs}
+        lookup = releases or (lambda cell, s: STRUCTURAL_RELEASE)
+        resolver = Resolver(self.graph, CallContext(release_resolver=lookup))
+        return resolver.instance(inst.cell, values, root_opts={**inst.opts.model_dump(), **opts})
+
     def step_instances(
         self,
         partitions: Mapping[dg.AssetKey, Sequence[str] | None],
         actual: Mapping[str, Instance],
+        *,
+        config: Mapping[dg.AssetKey, Mapping[str, Any]] | None = None,
+        releases: ReleaseLookup | None = None,
+        verify: bool = True,
     ) -> StepInstances:
         """The instances of these assets (asset key -> its partition keys, None for all) and
-        what of them is missing, by the one rule of engine/plan.py."""
+        what of them is missing, by the one rule of engine/plan.py. `config` gives the assets'
+        run config (dagster/specs_config.py): Specs set there select other instances. A step
+        never trusts a stat alone (`verify`): a damaged result is moved aside and computed
+        again, and the skip-cached executor never reports it as a cache hit."""
         by_asset = {key: self.instances_for(key, pks, actual) for key, pks in partitions.items()}
+        for key, given in (config or {}).items():
+            specs, opts = split_config(self.asset_by_key[key].cell, given)
+            if specs or opts:
+                by_asset[key] = {
+                    pk: [self.configured(i, specs, opts, releases) for i in insts]
+                    for pk, insts in by_asset[key].items()
+                }
         targets = [i for by_pk in by_asset.values() for g in by_pk.values() for i in g]
-        return StepInstances(by_asset, missing(self.store(), targets))
+        return StepInstances(by_asset, missing(self.store(), targets, verify=verify))
 
 
 class FurtherResourceDefinition(dg.ResourceDefinition):

@@ -84,23 +84,33 @@ def resource_asset(location: Location, asset: CellAsset) -> Any:
         f"stored. Freshness policy: {cell.freshness!r}."  # type: ignore[attr-defined]
     )
 
+    key = asset_key_for(cell)
+    spec = dg.AssetSpec(
+        key=key,
+        group_name=cell.project.name,
+        description=description,
+        code_version=str(cell.logic_version),
+        metadata={
+            T.CELL_TAG: cell.full_name,
+            T.RESOURCE: True,
+            T.LOGIC_VERSION: str(cell.logic_version),
+            T.FRESHNESS: str(cell.freshness),  # type: ignore[attr-defined]
+        },
+    )
+
     def _observe(context: dg.AssetExecutionContext) -> dg.ObserveResult:
         version, metadata = observe_resource(location.store(), asset)
         context.log.info(f"{cell.full_name}: release {version}")
-        return dg.ObserveResult(data_version=dg.DataVersion(version), metadata=metadata)
+        return dg.ObserveResult(
+            asset_key=key, data_version=dg.DataVersion(version), metadata=metadata
+        )
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)  # observable_source_asset is beta
-        decorate = dg.observable_source_asset(
-            key=asset_key_for(cell),
-            group_name=cell.project.name,
-            description=description,
-            metadata={
-                T.CELL_TAG: cell.full_name,
-                T.RESOURCE: True,
-                T.LOGIC_VERSION: str(cell.logic_version),
-                T.FRESHNESS: str(cell.freshness),  # type: ignore[attr-defined]
-            },
+        warnings.simplefilter("ignore", dg.BetaWarning)  # observable source assets are beta
+        # AssetSpec-based: no deprecated SourceAsset, and the code version shows in the UI
+        decorate = dg.multi_observable_source_asset(
+            specs=[spec],
+            name=f"{cell.project.name}__{cell.name}",
             required_resource_keys={RESOURCE_KEY},
         )
         return decorate(_observe)

@@ -34,14 +34,16 @@ class FurtherResource:
 
     Attributes:
         location: the code location the step belongs to (store, projection, defaults).
-        mode: the step's default ceiling when neither the run tag nor the executor config sets
-            one (None: the location's `build_definitions(mode=)`).
+        within_step: how a step runs its own instances (a sweep range) when neither the run
+            tag nor the executor config sets the run's mode: INLINE, LOCAL (threads) or
+            LOCAL_PROCESSES (None: the location's `build_definitions(mode=)`). Not the run's
+            mode, which decides how steps run.
         max_workers: threads or processes for the step's instances.
     """
 
     def __init__(self, location: Location, config: dict[str, Any]) -> None:
         self.location = location
-        self.mode: str | None = config.get("mode")
+        self.within_step: str | None = config.get("within_step")
         self.max_workers: int | None = config.get("max_workers")
 
     def store(self) -> Store:
@@ -53,11 +55,12 @@ def further_resource(location: Location) -> FurtherResourceDefinition:
     definition = FurtherResourceDefinition(
         resource_fn=lambda init: FurtherResource(location, dict(init.resource_config or {})),
         config_schema={
-            "mode": dg.Field(
+            "within_step": dg.Field(
                 dg.Noneable(str),
                 default_value=None,
-                description="INLINE, LOCAL or LOCAL_PROCESSES for the instances of one step "
-                "(default: the code location's mode; the run tag further/mode wins)",
+                description="INLINE, LOCAL or LOCAL_PROCESSES: how one step runs its own "
+                "instances (default: the code location's mode; the run tag further/mode and "
+                "the executor config `mode`, which set the run's mode, win over it)",
             ),
             "max_workers": dg.Field(
                 dg.Noneable(int), default_value=None, description="Threads/processes of a step"

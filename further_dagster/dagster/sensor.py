@@ -28,7 +28,11 @@ from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
 from further_dagster.dagster import tags as T
 from further_dagster.dagster.location import Location, asset_key_for
-from further_dagster.dagster.resource_assets import data_version_of, observation_metadata
+from further_dagster.dagster.resource_assets import (
+    data_version_of,
+    observation_metadata,
+    release_labels,
+)
 from further_dagster.engine.plan import missing
 from further_dagster.engine.releases import Clock
 from further_dagster.store import Store
@@ -64,26 +68,80 @@ def _reached(actual: Mapping[str, Instance], changed: set[str]) -> list[Instance
     return out
 
 
+def _labels_by_skey(location: Location) -> dict[str, str]:
+    """Structural key -> the readable name of each resource instance ("project.cell", plus its
+    Specs when the cell has several instances): the sensor's cursor and logs use these."""
+    out: dict[str, str] = {}
+    for cell, asset in location.projection.assets.items():
+        if cell.is_resource:
+            insts = asset.instances[None]
+            names = release_labels(insts, {i.skey: "" for i in insts})
+            for inst, label in zip(insts, names, strict=True):
+                out[inst.skey] = label
+    return out
+
+
+def _previously_seen(location: Location, instance: Any) -> dict[str, str]:
+    """What Dagster last recorded for each resource instance (the `further/releases` metadata
+    of its latest observation), so a first tick after start-up reports no change when there is
+    none."""
+    if instance is None:
+        return {}
+    seen: dict[str, str] = {}
+    for cell in location.projection.assets:
+        if not cell.is_resource:
+            continue
+        records = instance.fetch_observations(asset_key_for(cell), limit=1).records
+        if not records:
+            continue
+        meta = records[0].asset_observation.metadata.get(T.RELEASES)
+        value = getattr(meta, "value", None)
+        if isinstance(value, dict):
+            seen.update({str(k): str(v) for k, v in value.items()})
+    return seen
+
+
 def evaluate_releases(
     location: Location,
     cursor: str | None,
     *,
     asset_graph: Any = None,
     clock: Clock | None = None,
+    instance: Any = None,
+    log: Any = None,
 ) -> dg.SensorResult:
-    """One tick of the release sensor (pure Dagster values in, a SensorResult out)."""
+    """One tick of the release sensor (pure Dagster values in, a SensorResult out).
+
+    Each resource instance is resolved by its own freshness policy (the code location's
+    overrides applied): `latest()` asks get_release() every tick, `current(s)` at most once per
+    shelf life, `present()` / `release(pin)` / `date_range(...)` choose among stored releases and
+    so never start a run by themselves. The cursor is keyed by instance name (see
+    `_labels_by_skey`); an empty cursor starts from what Dagster last observed.
+    """
     store = location.store()
+    names = _labels_by_skey(location)
     previous = json.loads(cursor) if cursor else {}
-    prev_chosen: dict[str, str] = previous.get("releases", {})
+    prev_chosen: dict[str, str] = previous.get("releases") or _previously_seen(location, instance)
     prev_observed: dict[str, str] = previous.get("observed", {})
-    resolver = location.release_resolver(source="sensor", always_observe=True, clock=clock)
+    resolver = location.release_resolver(source="sensor", clock=clock)
     actual = location.actual_instances(resolver=resolver)
     resources = [i for i in actual.values() if i.cell.is_resource]
-    chosen = {i.skey: i.release or "" for i in resources}
-    observed = dict(resolver.observed)
+    chosen = {names.get(i.skey, i.skey): i.release or "" for i in resources}
+    observed = {names.get(k, k): v for k, v in resolver.observed.items()}
     new_cursor = json.dumps({"releases": chosen, "observed": observed}, sort_keys=True)
-    events = _observations(location, store, resources, observed, prev_observed)
-    changed = {skey for skey, rel in chosen.items() if prev_chosen.get(skey) != rel}
+    events = _observations(location, store, resources, resolver.observed, prev_observed, names)
+    changed_names = {n for n, rel in chosen.items() if prev_chosen.get(n) != rel}
+    for name, rel in sorted(chosen.items()):
+        before = prev_chosen.get(name)
+        how = (
+            "unchanged"
+            if before == rel
+            else (f"changed from {before}" if before is not None else "first seen")
+        )
+        asked = "observed" if name in observed else "chosen by its policy, not observed"
+        if log is not None:
+            log.info(f"{name}: release {rel} ({how}; {asked})")
+    changed = {i.skey for i in resources if names.get(i.skey, i.skey) in changed_names}
     if not changed:
         return dg.SensorResult(
             skip_reason="no release changed", cursor=new_cursor, asset_events=events
@@ -100,6 +158,11 @@ def evaluate_releases(
             asset_events=events,
         )
     request = _request(location, todo, labels, previous, asset_graph)
+    if log is not None:
+        log.info(
+            f"requesting {len(todo)} instance(s) the new release(s) reach: "
+            + ", ".join(i.label for i in todo)
+        )
     return dg.SensorResult(run_requests=[request], cursor=new_cursor, asset_events=events)
 
 
@@ -114,8 +177,10 @@ def _observations(
     resources: list[Instance],
     observed: Mapping[str, str],
     prev_observed: Mapping[str, str],
+    names: Mapping[str, str],
 ) -> list[dg.AssetObservation]:
-    """An observation (with the data version) for each resource asset whose release changed."""
+    """An observation (with the data version) for each resource asset whose release changed
+    (`observed` by structural key, `prev_observed` by instance name)."""
     events = []
     for cell, asset in location.projection.assets.items():
         if not cell.is_resource:
@@ -123,7 +188,7 @@ def _observations(
         skeys = [i.skey for i in asset.instances[None]]
         if not any(s in observed for s in skeys):
             continue
-        if all(observed.get(s) == prev_observed.get(s) for s in skeys):
+        if all(observed.get(s) == prev_observed.get(names.get(s, s)) for s in skeys):
             continue
         releases = {s: observed[s] for s in skeys if s in observed}
         events.append(
@@ -196,6 +261,13 @@ def _request(
     return dg.RunRequest(run_key=run_key, asset_selection=selection, tags=tags)
 
 
+def _instance_of(context: dg.SensorEvaluationContext) -> Any:
+    try:
+        return context.instance
+    except dg.DagsterInvariantViolationError:  # a context built without an instance
+        return None
+
+
 def release_sensor(
     location: Location,
     *,
@@ -222,6 +294,8 @@ def release_sensor(
         return evaluate_releases(
             location,
             context.cursor,
+            instance=_instance_of(context),
+            log=context.log,
             asset_graph=repo.asset_graph if repo is not None else None,
         )
 

@@ -21,8 +21,16 @@ from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
 from further_dagster.dagster import tags as T
 from further_dagster.dagster.assets import instance_metadata
-from further_dagster.dagster.location import Location
+from further_dagster.dagster.location import Location, asset_key_for
+from further_dagster.dagster.resource_assets import data_version_of, observation_metadata
 from further_dagster.dagster.run_config import run_freshness, run_partition_keys
+from further_dagster.dagster.specs_config import op_config
+from further_dagster.dagster.versions import (
+    input_tags,
+    latest_data_version,
+    observation_tags,
+    version_tags,
+)
 from further_dagster.errors import FurtherError
 
 RECORD_CHOICES = ("materialization", "observation", "none")
@@ -32,31 +40,40 @@ CachedStep = list[tuple[dg.AssetKey, Mapping[str | None, list[Instance]]]]
 
 def cached_steps(
     location: Location, execution_plan: _compat.ExecutionPlan, run: Any
-) -> dict[str, CachedStep]:
+) -> tuple[dict[str, CachedStep], Mapping[str, Instance]]:
     """Step key -> [(asset key, {partition key: instances})] for the steps of `run` whose
-    instances are all stored. A step that cannot be planned (a bad freshness override, an
-    unknown partition) is left to run, so that it fails with the message."""
+    instances are all stored, and the run's actual instances (by structural key). A step that
+    cannot be planned (a bad freshness override, an unknown partition) is left to run, so that
+    it fails with the message."""
     steps = _compat.step_asset_keys(execution_plan)
     cells = {k: v for k, v in steps.items() if v and all(a in location.asset_by_key for a in v)}
     if not cells:
-        return {}
+        return {}, {}
     try:
-        freshness = run_freshness(location, run.tags, run.run_config)
-        actual = location.actual_instances(freshness)
+        releases = None
+        if location.has_resources:
+            releases = location.release_resolver(run_freshness(location, run.tags, run.run_config))
+        actual = location.actual_instances(resolver=releases)
     except FurtherError:
-        return {}
+        return {}, {}
     cached: dict[str, CachedStep] = {}
     for step_key, asset_keys in cells.items():
         partitions = {
             key: run_partition_keys(run.tags, location.asset_by_key[key]) for key in asset_keys
         }
+        given = op_config(run.run_config, step_key)
         try:
-            step = location.step_instances(partitions, actual)
+            step = location.step_instances(
+                partitions,
+                actual,
+                config={key: given for key in asset_keys} if given else None,
+                releases=releases,
+            )
         except FurtherError:
             continue
         if not step.missing:
             cached[step_key] = list(step.by_asset.items())
-    return cached
+    return cached, actual
 
 
 class SkipCachedExecutor(_compat.Executor):
@@ -81,11 +98,16 @@ class SkipCachedExecutor(_compat.Executor):
         self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
     ) -> Iterator[_compat.DagsterEvent]:
         started = time.perf_counter()
-        cached = cached_steps(self.location, execution_plan, plan_context.dagster_run)
+        cached, actual = cached_steps(self.location, execution_plan, plan_context.dagster_run)
         to_run = [
             s.key for s in execution_plan.get_all_steps_in_topo_order() if s.key not in cached
         ]
+        yield from self._observe_releases(plan_context, actual)
         if cached:
+            # where a person looks first: the run's tags (and the engine event below)
+            plan_context.instance.add_run_tags(
+                plan_context.run_id, {T.CACHED_STEPS: str(len(cached))}
+            )
             yield self._summary(plan_context, cached, to_run, time.perf_counter() - started)
             if self.record != "none":
                 root = self.location.store().root
@@ -127,6 +149,43 @@ class SkipCachedExecutor(_compat.Executor):
             + (" ..." if len(assets) > 10 else ""),
         )
 
+    def _observe_releases(
+        self, plan_context: _compat.PlanOrchestrationContext, actual: Mapping[str, Instance]
+    ) -> Iterator[_compat.DagsterEvent]:
+        """Before any step: an observation of each resource asset whose release under this
+        run's freshness is not the data version Dagster last saw, so that every step of the run
+        (computed or skipped) records the releases it really rests on as its inputs."""
+        if not self.location.has_resources or not actual:
+            return
+        instance = plan_context.instance
+        store = self.location.store()
+        for cell, asset in self.location.projection.assets.items():
+            if not cell.is_resource:
+                continue
+            releases = {
+                i.skey: actual[i.skey].release or ""
+                for i in asset.instances[None]
+                if i.skey in actual
+            }
+            if not releases:
+                continue
+            version = data_version_of(releases)
+            key = asset_key_for(cell)
+            if latest_data_version(instance, key, source=True) == version:
+                continue
+            payload = dg.AssetObservation(
+                asset_key=key,
+                metadata=observation_metadata(store, asset, releases),
+                tags=observation_tags(version),
+            )
+            yield _compat.log_run_event(
+                plan_context,
+                "observation",
+                payload,
+                None,
+                f"{key.to_user_string()}: this run reads release {version}",
+            )
+
     def _record(
         self,
         plan_context: _compat.PlanOrchestrationContext,
@@ -135,12 +194,20 @@ class SkipCachedExecutor(_compat.Executor):
         by_pk: Mapping[str | None, list[Instance]],
         store_root: Any,
     ) -> Iterator[_compat.DagsterEvent]:
+        upstream = self.location.asset_by_key[asset_key].upstream
+        # Recorded now, after the upstream steps' own events: their versions are the current ones.
+        inputs = input_tags(plan_context.instance, upstream)
         for pk, group in by_pk.items():
             meta = instance_metadata(store_root, group[0], True, 0.0)
             meta[T.SKIPPED_STEP] = True
             payload: dg.AssetMaterialization | dg.AssetObservation
             if self.record == "materialization":
-                payload = dg.AssetMaterialization(asset_key=asset_key, partition=pk, metadata=meta)
+                payload = dg.AssetMaterialization(
+                    asset_key=asset_key,
+                    partition=pk,
+                    metadata=meta,
+                    tags=version_tags(group[0], inputs),
+                )
             else:
                 payload = dg.AssetObservation(asset_key=asset_key, partition=pk, metadata=meta)
             yield _compat.log_run_event(

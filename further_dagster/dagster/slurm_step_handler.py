@@ -53,6 +53,7 @@ from further_dagster.dagster.run_config import (
     run_partition_keys,
     slurm_layer,
 )
+from further_dagster.dagster.specs_config import op_config
 from further_dagster.dagster.worker import MODULE as WORKER_MODULE
 from further_dagster.engine.backends.slurm import SlurmSettings, Submission, cell_spec, spec_json
 from further_dagster.engine.modes import Mode, effective_mode
@@ -140,9 +141,17 @@ class SlurmStepHandler(_compat.StepHandler):
         if not keys:
             return None, 0
         run = ctx.dagster_run
-        actual = location.actual_instances(run_freshness(location, run.tags, run.run_config))
+        releases = None
+        if location.has_resources:
+            releases = location.release_resolver(run_freshness(location, run.tags, run.run_config))
         partitions = {k: run_partition_keys(run.tags, location.asset_by_key[k]) for k in keys}
-        planned = location.step_instances(partitions, actual)
+        given = op_config(run.run_config, step_key)
+        planned = location.step_instances(
+            partitions,
+            location.actual_instances(resolver=releases),
+            config={k: given for k in keys} if given else None,
+            releases=releases,
+        )
         return location.asset_by_key[keys[0]].cell, len(planned.missing)
 
     def route(self, ctx: _compat.StepHandlerContext, step_key: str, base: SlurmSpec) -> StepRoute:

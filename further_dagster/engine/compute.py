@@ -2,6 +2,18 @@
 
 A Session thread, a Dagster asset step, a Dask worker and a Slurm job all end up here, so the
 memoization, locking and provenance rules are the same everywhere.
+
+Loading checks the result against the cell's declaration (`Expected`: the declared
+contributions, the cell's `codec`, and the reading project for the pickle trust rule) before
+the store decodes anything, and the decoded values against the declared types (the rule
+make()'s values were checked by). A damaged result is moved aside (`Store.quarantine`) and
+raised as `CorruptArtifactError`, so the next call recomputes it; a dependent whose input is
+damaged fails with `CorruptInputError` and commits nothing.
+
+Trust: a pickled contribution of project q, read as an input of a cell of project p != q, is
+"external" and is unpickled only if the store trusts q (`ArtifactStore(trust=...)`, filled by
+`Session(trust=...)` / `build_definitions(trust=...)`). A result the caller asked for itself
+(the return value of a Session call, an IO manager's input) has no reading cell: `reader=None`.
 """
 
 from __future__ import annotations
@@ -12,9 +24,18 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from further_dagster.core.cell import Contributions
+from further_dagster.core.cell import Contributions, check_type
 from further_dagster.core.instances import Instance
-from further_dagster.store import Outcome, Store
+from further_dagster.errors import (
+    CorruptArtifactError,
+    CorruptInputError,
+    InputLoadError,
+    StoreError,
+    UntrustedInputError,
+    UntrustedPickleError,
+)
+from further_dagster.store import Expected, Outcome, Store
+from further_dagster.store.codecs import Pinned
 
 log = logging.getLogger("further")
 
@@ -23,22 +44,75 @@ class ContributionCache:
     """Contributions loaded during one call, so a shared dependency is read from disk once."""
 
     def __init__(self) -> None:
-        self._values: MutableMapping[str, Contributions] = {}
+        self._values: MutableMapping[tuple[str, str | None], Contributions] = {}
         self._lock = threading.Lock()
 
-    def get(self, store: Store, inst: Instance) -> Contributions:
-        found = self._values.get(inst.key)
+    def get(self, store: Store, inst: Instance, *, reader: str | None = None) -> Contributions:
+        """`load(store, inst, reader=reader)`, once per (key, reading project): the trust rule
+        depends on who reads."""
+        slot = (inst.key, reader)
+        found = self._values.get(slot)
         if found is None:
-            found = load(store, inst)
+            found = load(store, inst, reader=reader)
             with self._lock:
-                self._values[inst.key] = found
+                self._values[slot] = found
         return found
 
 
-def load(store: Store, inst: Instance) -> Contributions:
-    """The stored contributions of `inst` (raises CorruptArtifactError if they are not whole)."""
-    values = store.load(inst.cell.project.name, inst.cell.name, inst.key)
-    return Contributions(values, key=inst.key, specs=inst.specs, cell=inst.cell.full_name)
+def expected_of(inst: Instance, reader: str | None = None) -> Expected:
+    """What `inst`'s cell declares about its stored result, read by a cell of `reader`."""
+    cell = inst.cell
+    return Expected(contributions=cell.contributions, codec=cell.codec, reader=reader)
+
+
+def load(store: Store, inst: Instance, *, reader: str | None = None) -> Contributions:
+    """The stored contributions of `inst`, checked against its cell's declaration.
+
+    `reader` is the project of the cell reading them as an input (None: the caller reads the
+    result it asked for).
+
+    Raises:
+        CorruptArtifactError: the result is damaged or does not match the declaration; it was
+            moved aside (`Store.quarantine`) and the next call recomputes it.
+        UntrustedPickleError: a pickle the store does not trust.
+        StoreError: not stored, or a symlink in the store.
+    """
+    cell = inst.cell
+    project, name = cell.project.name, cell.name
+    try:
+        values = store.load(project, name, inst.key, expect=expected_of(inst, reader))
+        problem = declared_problem(inst, values)
+        if problem is not None:
+            raise CorruptArtifactError(f"{project}.{name}@{inst.key} is damaged: {problem}")
+    except CorruptArtifactError as exc:
+        raise _quarantined(store, inst, exc) from exc
+    return Contributions(values, key=inst.key, specs=inst.specs, cell=cell.full_name)
+
+
+def declared_problem(inst: Instance, values: Mapping[str, Any]) -> str | None:
+    """How loaded values differ from the cell's declared contributions (names, and types by
+    the rule make()'s values are checked with), or None."""
+    declared = inst.cell.contributions
+    if set(values) != set(declared):
+        return f"it holds {sorted(values)}, the cell declares {sorted(declared)}"
+    for field, kind in declared.items():
+        if not check_type(values[field], kind):
+            return (
+                f"contribution {field!r} loaded as {type(values[field]).__name__}, declared as "
+                f"{getattr(kind, '__name__', kind)}"
+            )
+    return None
+
+
+def _quarantined(store: Store, inst: Instance, exc: CorruptArtifactError) -> CorruptArtifactError:
+    cell = inst.cell
+    try:
+        moved = store.quarantine(cell.project.name, cell.name, inst.key, str(exc))
+    except (StoreError, OSError) as move_exc:
+        log.error("%s: could not move the damaged result aside: %s", inst.label, move_exc)
+        return exc
+    where = f"moved aside to {moved}" if moved is not None else "already moved aside"
+    return CorruptArtifactError(f"{exc} [{where}; the next call recomputes it]")
 
 
 def provenance_of(inst: Instance) -> dict[str, Any]:
@@ -56,19 +130,26 @@ def provenance_of(inst: Instance) -> dict[str, Any]:
     }
 
 
-def ensure(store: Store, inst: Instance, cache: ContributionCache | None = None) -> Outcome:
+def ensure(
+    store: Store,
+    inst: Instance,
+    cache: ContributionCache | None = None,
+    *,
+    cancelled: threading.Event | None = None,
+) -> Outcome:
     """Make sure `inst` is stored: a hit costs one stat; a miss loads the inputs, runs make()
-    under the store's lease, checks the contributions and commits them atomically."""
+    under the store's lease, checks the contributions and commits them atomically.
+
+    `cancelled` is set by a caller that gave up on this instance (Ctrl-C of a Session): an
+    attempt that has not reached make() yet then stops as `interrupted` instead of running it.
+    """
     cache = cache or ContributionCache()
     cell = inst.cell
 
     def compute(artifact_dir: Path, cell_log: logging.Logger) -> Mapping[str, Any]:
-        inputs: dict[str, Any] = {}
-        for edge, dep in inst.deps.items():
-            if isinstance(dep, tuple):
-                inputs[edge] = [cache.get(store, d) for d in dep]
-            else:
-                inputs[edge] = cache.get(store, dep)
+        _stop_if_cancelled(cancelled, inst)
+        inputs = load_inputs(store, inst, cache)
+        _stop_if_cancelled(cancelled, inst)
         maker = cell(
             specs=inst.specs,
             opts=inst.opts,
@@ -78,6 +159,50 @@ def ensure(store: Store, inst: Instance, cache: ContributionCache | None = None)
             artifact_dir=artifact_dir,
             release=inst.release,
         )
-        return cell.check_contributions(maker.make())
+        values = cell.check_contributions(maker.make())
+        if cell.codec is not None:  # written by that codec or refused, never pickled
+            return {name: Pinned(value, cell.codec) for name, value in values.items()}
+        return values
 
     return store.ensure(cell.project.name, cell.name, inst.key, compute, provenance_of(inst))
+
+
+def load_inputs(store: Store, inst: Instance, cache: ContributionCache) -> dict[str, Any]:
+    """make()'s inputs, edge -> Contributions (a list for a swept edge).
+
+    A dependency that cannot be loaded (damaged, missing, untrusted) is not the computing
+    cell's fault: it is raised as an `InputLoadError` naming the cell, the edge and the
+    dependency, which the store records as an `environment` attempt (not counted toward
+    max_attempts).
+    """
+
+    reader = inst.cell.project.name
+
+    def one(edge: str, dep: Instance) -> Contributions:
+        try:
+            return cache.get(store, dep, reader=reader)
+        except (StoreError, UntrustedPickleError) as exc:
+            kind: type[InputLoadError] = InputLoadError
+            if isinstance(exc, CorruptArtifactError):
+                kind = CorruptInputError
+            elif isinstance(exc, UntrustedPickleError):
+                kind = UntrustedInputError
+            raise kind(
+                f"{inst.label}: its input {edge!r} ({dep.label}) could not be loaded, so "
+                f"make() did not run and the attempt does not count as a failure: "
+                f"{type(exc).__name__}: {exc}. The next call recomputes an input that is no "
+                f"longer stored; `further-dagster verify` lists damaged results."
+            ) from exc
+
+    inputs: dict[str, Any] = {}
+    for edge, dep in inst.deps.items():
+        if isinstance(dep, tuple):
+            inputs[edge] = [one(edge, d) for d in dep]
+        else:
+            inputs[edge] = one(edge, dep)
+    return inputs
+
+
+def _stop_if_cancelled(cancelled: threading.Event | None, inst: Instance) -> None:
+    if cancelled is not None and cancelled.is_set():
+        raise KeyboardInterrupt(f"{inst.label}: the caller was interrupted before make() ran")

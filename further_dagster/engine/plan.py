@@ -5,6 +5,12 @@ release sensor all ask the same question: "to have these instances stored, which
 be computed?" The answer walks from the targets towards their dependencies and stops at any
 stored instance, whose dependencies are then not needed at all: a cached key loads nothing and
 computes nothing, whatever happened to the results below it.
+
+"Stored" is one stat by default. With `verify=True` (the Dagster skip-cached executor and asset
+steps, which report cache hits without loading anything) it is `Store.is_intact`: the manifest
+is readable and consistent with the cell's declaration and every file has its recorded size;
+a stored instance that fails is moved aside (`Store.quarantine`) and counts as missing, so it
+is recomputed instead of reported as a hit.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from further_dagster.core.instances import Instance, walk
-from further_dagster.store import Store
+from further_dagster.store import Expected, Store
 
 if TYPE_CHECKING:
     from further_dagster.engine.releases import Resolved
@@ -25,19 +31,42 @@ def is_stored(store: Store, inst: Instance) -> bool:
     return store.is_stored(inst.cell.project.name, inst.cell.name, inst.key)
 
 
+def is_intact(store: Store, inst: Instance) -> bool:
+    """Is the instance's result committed and intact (`Store.is_intact` against its cell's
+    declaration)? One that is committed but not intact is moved aside (`Store.quarantine`),
+    so it is recomputed."""
+    cell = inst.cell
+    project, name = cell.project.name, cell.name
+    if not store.is_stored(project, name, inst.key):
+        return False
+    expect = Expected(contributions=cell.contributions, codec=cell.codec)
+    if store.is_intact(project, name, inst.key, expect=expect):
+        return True
+    store.quarantine(
+        project, name, inst.key, "failed the intact check (manifest, files, sizes) when planned"
+    )
+    return False
+
+
 def missing(
-    store: Store, targets: Sequence[Instance], *, order: Sequence[Instance] | None = None
+    store: Store,
+    targets: Sequence[Instance],
+    *,
+    order: Sequence[Instance] | None = None,
+    verify: bool = False,
 ) -> list[Instance]:
     """The instances (dependencies first) to compute so that every target is stored.
 
     A stored instance is never descended into, so a stored target costs one stat and its
     upstream is not looked at. `order` is `walk(targets)` when the caller has it already.
+    `verify=True` judges "stored" by `is_intact` (and moves what fails aside) instead of a stat.
     """
+    stored = is_intact if verify else is_stored
     needed = {t.key for t in targets}
     out: list[Instance] = []
     for inst in reversed(order if order is not None else walk(list(targets))):
         # dependents come before their dependencies here, so `needed` is complete for `inst`
-        if inst.key not in needed or is_stored(store, inst):
+        if inst.key not in needed or stored(store, inst):
             continue
         out.append(inst)
         needed.update(d.key for d in inst.dep_instances())
@@ -78,10 +107,12 @@ def plan_for(
     swept: bool = False,
     releases: tuple[Resolved, ...] = (),
     instances: list[Instance] | None = None,
+    verify: bool = False,
 ) -> Plan:
-    """The Plan of `roots` against `store` (`instances`: the walk of `roots`, if known)."""
+    """The Plan of `roots` against `store` (`instances`: the walk of `roots`, if known;
+    `verify`: judge "stored" by `Store.is_intact`, see `missing`)."""
     every = instances if instances is not None else walk(list(roots))
-    todo = missing(store, roots, order=every)
+    todo = missing(store, roots, order=every, verify=verify)
     return Plan(
         roots=list(roots),
         instances=every,
@@ -92,4 +123,4 @@ def plan_for(
     )
 
 
-__all__ = ["Plan", "is_stored", "missing", "plan_for"]
+__all__ = ["Plan", "is_intact", "is_stored", "missing", "plan_for"]

@@ -19,6 +19,7 @@ run tags into these calls.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,10 @@ from further_dagster.core.keys import STRUCTURAL_RELEASE
 from further_dagster.core.project import resolve_cell
 from further_dagster.errors import UnknownPartitionError
 
-PARTITION_KEY_CHARS = 12
+PARTITION_KEY_CHARS = 12  # the short structural-key suffix, where values do not tell apart
+MAX_PARTITION_KEY = 100
+# Dagster refuses these in partition keys (or in the tags and ranges that name them).
+_KEY_TRANSLATION = str.maketrans({",": ";", "[": "(", "]": ")", "|": "/", "\n": " "})
 
 
 @dataclass
@@ -62,6 +66,54 @@ class CellAsset:
     def partition_of(self) -> dict[str, str]:
         """Instance key -> partition key."""
         return {i.key: pk for pk, insts in self.instances.items() if pk for i in insts}
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    text = text.translate(_KEY_TRANSLATION).replace("...", "..")
+    return "".join(ch for ch in text if ch.isprintable())
+
+
+def partition_keys(insts: Sequence[Instance]) -> list[str]:
+    """Readable, stable partition keys for a swept cell's instances.
+
+    The key is built from the cell's own Specs fields whose values differ between its instances,
+    in the order the Specs declare them: `alpha=0.1`, `alpha=0.1&depth=3`. Values are written
+    as text (strings as they are, other values as compact JSON) with the characters Dagster
+    refuses in keys replaced (`,` -> `;`, `[` `]` -> `(` `)`, `|` -> `/`, `...` -> `..`, no
+    control characters). An upstream change never renames a partition (its data version
+    changes instead). Where values do not tell instances apart (they differ only upstream, or
+    the text is longer than 100 characters or collides), the key gets `@` and the first 12
+    characters of the instance's structural key.
+    """
+    fields = [
+        name
+        for name in (type(insts[0].specs).model_fields if insts else {})
+        if len({repr(getattr(i.specs, name)) for i in insts}) > 1
+    ]
+    texts = [
+        "&".join(f"{name}={_value_text(getattr(i.specs, name))}" for name in fields) for i in insts
+    ]
+    counts: dict[str, int] = {}
+    for text in texts:
+        counts[text] = counts.get(text, 0) + 1
+    keys = []
+    for inst, text in zip(insts, texts, strict=True):
+        if not text or counts[text] > 1 or len(text) > MAX_PARTITION_KEY:
+            short = text[:MAX_PARTITION_KEY]
+            text = (
+                f"{short}@{inst.skey[:PARTITION_KEY_CHARS]}"
+                if short
+                else inst.skey[:PARTITION_KEY_CHARS]
+            )
+        keys.append(text)
+    return keys
 
 
 def _label(insts: Sequence[Instance], inst: Instance) -> str:
@@ -122,7 +174,7 @@ class Projection:
             adopted = self._adopt(cell, insts, self.assets.get(dependent))
             if adopted is not None:
                 return adopted
-        keys = [i.skey[:PARTITION_KEY_CHARS] for i in insts]
+        keys = partition_keys(insts)
         labels = {k: _label(insts, i) for k, i in zip(keys, insts, strict=True)}
         parts = PartitionSet(f"{cell.project.name}__{cell.name}", keys, labels)
         return CellAsset(cell, parts, {k: [i] for k, i in zip(keys, insts, strict=True)})

@@ -140,6 +140,14 @@ class _Backends:
         for backend in self.by_mode.values():
             backend.shutdown(wait=True, cancel_futures=True)
 
+    def abort(self) -> None:
+        """The caller was interrupted: every backend drops, stops or abandons its work now."""
+        for backend in self.by_mode.values():
+            try:
+                backend.abort()
+            except Exception as exc:  # noqa: BLE001 - the interrupt must still reach the caller
+                log.error("could not abort the %s backend: %s", type(backend).__name__, exc)
+
 
 def _by_mode(insts: Iterable[Instance], modes: dict[str, Mode]) -> dict[Mode, list[Instance]]:
     """Ready instances grouped by mode, each group in order (a SLURM group is one array)."""
@@ -160,6 +168,11 @@ def run_missing(
     slurm: SlurmSettings | None = None,
 ) -> RunReport:
     """Compute `missing` (dependencies first). Raises the first CellComputeError at the end.
+
+    A `KeyboardInterrupt` (Ctrl-C) or `SystemExit` while instances run returns at once: what
+    has not started is cancelled, running processes are terminated and running threads
+    abandoned (their attempts recorded as `interrupted`, their leases released), and the
+    interrupt is re-raised to the caller.
 
     Per instance, the cell's effective mode under the ceiling `mode` decides its backend
     (engine/backends/): INLINE here, LOCAL in threads, LOCAL_PROCESSES in spawned processes,
@@ -190,8 +203,14 @@ def run_missing(
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished:
                 _settle(progress, running.pop(future), future)
-    finally:
-        backends.shutdown()
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            backends.shutdown()
+        else:  # KeyboardInterrupt, SystemExit: give the caller control back now
+            log.warning("interrupted: cancelling %d instance(s) not finished yet", len(running))
+            backends.abort()
+        raise
+    backends.shutdown()
     report.seconds += time.perf_counter() - start
     _raise_failures(report)
     return report

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,10 @@ class Session:
         clock: returns the current aware datetime, for freshness policies (default: UTC now).
         slurm: how SLURM mode submits (`SlurmSettings`: folder, base spec, arrays, client);
             default: a fresh folder under the store root, the cells' own specs, job arrays.
+        trust: projects whose pickled results cells of other projects may read as inputs.
+            Trusted without it: the projects passed as `*projects` and, for each call, the
+            called cell's project; any other project is external (engine/compute.py), and an
+            input pickled by it raises `UntrustedPickleError`.
     """
 
     def __init__(
@@ -76,8 +80,10 @@ class Session:
         freshness: Any = None,
         clock: Clock | None = None,
         slurm: SlurmSettings | None = None,
+        trust: Sequence[str] = (),
     ) -> None:
-        self.store = store or ArtifactStore(root)
+        own = [*trust, *(p.name for p in projects)]
+        self.store = (store or ArtifactStore(root)).with_trust(own)
         self.slurm = slurm
         self.freshness = normalize_freshness(freshness, where="Session(freshness=...)")
         self.clock: Callable[[], Any] | None = clock
@@ -182,6 +188,7 @@ class Session:
         opts: Mapping[str, Mapping[str, Any]] | None = None,
         mode: str | Mode | None = None,
         freshness: Any = None,
+        retry_failed: bool = False,
         **values: Any,
     ) -> Contributions | list[Contributions]:
         """Compute (or load) `cell` and return its contributions.
@@ -198,6 +205,9 @@ class Session:
                 `release(pin)`, `date_range(start, end)`) or its string form for every
                 resource, or {"project": policy, "project.cell": policy} (the most specific
                 wins). Never part of a key: only the resolved release is.
+            retry_failed: run again the instances this call reaches that are refused (they
+                failed `max_attempts` times, or returned wrong contributions): their failure
+                count is reset (recorded in their state) before they run.
             **values: Specs of the called cell; a `VAR([...])` sweeps it.
 
         Returns:
@@ -225,8 +235,10 @@ class Session:
                 len(plan.missing),
             )
         self.last_report = report
+        if retry_failed:
+            self._reset_failures(plan.missing)
         run_missing(
-            self.store,
+            self.store.with_trust([plan.roots[0].cell.project.name]),
             plan.missing,
             mode=parse_mode(mode, where="call") if mode else self.mode,
             max_workers=self.max_workers,
@@ -236,6 +248,12 @@ class Session:
         results = [load(self.store, root) for root in plan.roots]
         report.seconds = time.perf_counter() - start
         return results if plan.swept else results[0]
+
+    def _reset_failures(self, missing: list[Instance]) -> None:
+        for inst in missing:
+            cell = inst.cell
+            if self.store.reset_failures(cell.project.name, cell.name, inst.key) is not None:
+                log.info("%s: failures reset (retry_failed=True); running it again", inst.label)
 
     def load(self, instance: Instance) -> Contributions:
         """Load a stored instance (e.g. one from `plan(...)`)."""

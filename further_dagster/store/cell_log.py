@@ -21,6 +21,7 @@ innermost capture takes records from other loggers, so each file holds its own c
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from further_dagster.store.records import open_nofollow
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"
 
@@ -114,7 +117,15 @@ def _maybe_last_resort(forwarder: _ThreadRecordForwarder, record: logging.LogRec
 
 
 class _MarkingFileHandler(logging.FileHandler):
-    """The file handler: marks records it wrote so the root forwarder does not write them twice."""
+    """The file handler: marks records it wrote so the root forwarder does not write them twice.
+
+    The log is opened with `O_NOFOLLOW`: a `cell.log` that is a symlink is refused, never
+    appended to wherever it points.
+    """
+
+    def _open(self) -> Any:
+        fd = open_nofollow(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def handle(self, record: logging.LogRecord) -> bool:
         if getattr(record, _MARK, None) is not None:

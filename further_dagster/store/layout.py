@@ -12,6 +12,9 @@ change to one file. Nothing here touches the filesystem: callers stat, read and 
     result.tmp-<uuid>/              an attempt's result being written
     result/                         committed: one file per contribution + manifest.json +
                                     provenance.json
+    damaged-<utc stamp>/            a committed result found damaged, moved aside (never
+        result/                     deleted): the result as it was found, and why it was
+        reason.json                 moved (QuarantineRecord)
 <root>/.releases/<project>/<cell>/<skey>.jsonl
                                     observed releases of one resource instance (skey = its
                                     structural key, stable across releases), one JSON line each
@@ -29,7 +32,7 @@ import os
 import re
 from pathlib import Path
 
-from further_dagster.core.names import STORE_RECORD_NAMES, check_identifier
+from further_dagster.core.names import STORE_RECORD_NAMES, check_identifier, is_identifier
 from further_dagster.errors import InvalidNameError, StoreError
 
 _KEY = re.compile(r"[0-9a-f]{32}")
@@ -42,6 +45,8 @@ RESULT_NAME = "result"
 RESULT_TMP_PREFIX = "result.tmp-"
 MANIFEST_NAME = "manifest.json"
 PROVENANCE_NAME = "provenance.json"
+DAMAGED_PREFIX = "damaged-"
+REASON_NAME = "reason.json"
 RELEASES_DIR = ".releases"  # starts with a dot: no project (an identifier) can collide with it
 RELEASES_SUFFIX = ".jsonl"
 
@@ -171,6 +176,27 @@ def result_tmp_dir(inst: Path, token: str) -> Path:
 def is_result_tmp_name(name: str) -> bool:
     """True for the basename of an attempt's temporary result directory."""
     return name.startswith(RESULT_TMP_PREFIX)
+
+
+def damaged_dir(inst: Path, stamp: str) -> Path:
+    """Where a damaged result of `inst` is moved aside: `<instance>/damaged-<stamp>`."""
+    return inst / f"{DAMAGED_PREFIX}{stamp}"
+
+
+def reason_path(damaged: Path) -> Path:
+    """The QuarantineRecord inside a `damaged-<stamp>` directory."""
+    return damaged / REASON_NAME
+
+
+def instance_label(path: Path) -> str:
+    """`project.cell@key8` for an instance directory or anything directly inside it (a result
+    or temporary result directory), for messages; the path itself if it is not in a store."""
+    for inst in (path, path.parent):
+        if is_key(inst.name) and is_identifier(inst.parent.name):
+            project = inst.parent.parent.name
+            if is_identifier(project):
+                return f"{project}.{inst.parent.name}@{inst.name[:8]}"
+    return str(path)
 
 
 def manifest_path(result: Path) -> Path:

@@ -14,8 +14,10 @@ so a root can be moved or mounted elsewhere.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,9 +33,17 @@ from pydantic import (
 )
 from pydantic import ValidationError as _PydanticValidationError
 
-from further_dagster.errors import CorruptArtifactError
+from further_dagster.errors import CorruptArtifactError, StoreError
+from further_dagster.store.durability import fsync_dir
 
-Status = Literal["running", "success", "failed"]
+Status = Literal["running", "success", "failed", "interrupted", "environment"]
+"""`running` while an attempt runs; `success` once committed; `failed`: the cell's code failed
+(counted toward max_attempts); `interrupted`: Ctrl-C, SystemExit, a signal or an abandoned
+thread stopped it; `environment`: the store or the machine failed it (disk full, read-only root,
+an input that could not be loaded). Only `failed` counts."""
+
+ENDED_WITH_ERROR: frozenset[str] = frozenset({"failed", "interrupted", "environment"})
+"""The statuses that carry an `ErrorInfo`."""
 
 _KEY = re.compile(r"[0-9a-f]{32}")
 
@@ -48,22 +58,33 @@ class _Record(BaseModel):
 
 
 class ErrorInfo(_Record):
-    """What went wrong in a failed attempt: exception type, message and full traceback text."""
+    """What ended an attempt: exception type, message and full traceback text.
+
+    `retryable` is False for a deterministic failure (a `ContributionError`: the same code
+    returns the same wrong values), which is refused on the next call like a key that reached
+    max_attempts, until it is retried explicitly.
+    """
 
     type: str
     message: str
     traceback: str
+    retryable: bool = True
 
 
 class State(_Record):
     """The status of an instance directory, rewritten at every transition of an attempt.
 
-    `attempts` counts attempts started so far (a crashed attempt counts: it consumed a try).
-    `host`, `pid` and `slurm_job_id` name the process of the latest attempt.
+    `attempts` counts attempts started so far, of every kind (a crashed one included): it is
+    the attempt number. `failures` counts the `failed` ones since the last explicit retry; that
+    is what `max_attempts` limits, so interrupted, environment and crashed attempts never use
+    up a try. `reset_at` is when a retry (`Session.call(..., retry_failed=True)`,
+    `further-dagster retry`) last reset `failures`. `host`, `pid` and `slurm_job_id` name the
+    process of the latest attempt.
     """
 
     status: Status
     attempts: int = Field(ge=0)
+    failures: int = Field(default=0, ge=0)
     created_at: AwareDatetime
     updated_at: AwareDatetime
     started_at: AwareDatetime | None = None
@@ -73,31 +94,70 @@ class State(_Record):
     slurm_job_id: str | None = None
     error: ErrorInfo | None = None
     duration_s: float | None = None
+    reset_at: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _failures_of_older_records(cls, data: Any) -> Any:
+        # Records written before `failures` existed counted every failed attempt in `attempts`.
+        if isinstance(data, dict) and "failures" not in data and data.get("status") == "failed":
+            return {**data, "failures": data.get("attempts", 0)}
+        return data
 
     @model_validator(mode="after")
     def _status_implies_fields(self) -> State:
-        if self.status == "failed" and self.error is None:
-            raise ValueError("a failed state must carry its error")
-        if self.status != "failed" and self.error is not None:
+        ended_with_error = self.status in ENDED_WITH_ERROR
+        if ended_with_error and self.error is None:
+            raise ValueError(f"a {self.status} state must carry its error")
+        if not ended_with_error and self.error is not None:
             raise ValueError(f"a {self.status} state carries no error")
         if self.status == "success" and (self.finished_at is None or self.duration_s is None):
             raise ValueError("a success state must carry finished_at and duration_s")
         if self.status == "running" and self.finished_at is not None:
             raise ValueError("a running state has no finished_at")
+        if self.failures > self.attempts:
+            raise ValueError(f"failures={self.failures} exceeds attempts={self.attempts}")
         return self
 
 
 class ManifestEntry(_Record):
-    """One contribution of a committed result: its file (relative to `result/`) and codec."""
+    """One contribution of a committed result: its file (in `result/`), codec, size and digest.
+
+    `file` is `<contribution name><codec suffix>`. `size` (bytes) and `blake2b` (the hex
+    blake2b-256 digest of the file's bytes) are computed after the file is written and before
+    the commit rename; loads compare them with the file. Manifests committed before they were
+    recorded have neither (None): such results get every check except the size and digest.
+    """
 
     file: str
     codec: str
+    size: int | None = Field(default=None, ge=0)
+    blake2b: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Manifest(_Record):
-    """Contribution name -> file and codec; written last inside the temporary result dir."""
+    """Contribution name -> file, codec, size and digest; written last inside the temporary
+    result dir."""
 
     contributions: dict[str, ManifestEntry]
+
+
+class QuarantineRecord(_Record):
+    """`damaged-<stamp>/reason.json`: why a committed result was moved aside, when, by whom.
+
+    `reason` is what the caller found; `found` what the store's own checks report at the time
+    of the move (None if they pass: the damage was in the declared contributions or types).
+    """
+
+    project: str
+    cell: str
+    key: str
+    reason: str
+    found: str | None = None
+    moved_at: AwareDatetime
+    host: str
+    pid: int
+    user: str
 
 
 class GitInfo(_Record):
@@ -170,6 +230,11 @@ class LeaseRecord(_Record):
     host: str
     acquired_at: AwareDatetime
     lease_s: float = Field(gt=0)
+    machine: str | None = None
+    """`<boot id>/<pid namespace>` of the holder (Linux): a waiter with the same value can ask
+    the kernel whether `pid` is alive, and takes a dead holder's lease at once."""
+    started: int | None = None
+    """The holder process's start time (clock ticks since boot), to tell a reused pid apart."""
 
 
 class ReleaseObservation(_Record):
@@ -204,16 +269,21 @@ PROVENANCE_INPUT_FIELDS = (
 R = TypeVar("R", bound=BaseModel)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """Write `data` to `path` through a unique temporary sibling and one `os.replace`.
 
     The temporary name is unique per call so concurrent writers never share a file; a crash
-    leaves at most a stray `.<name>.tmp-*` file, never a torn `path`.
+    leaves at most a stray `.<name>.tmp-*` file, never a torn `path`. `fsync=True`
+    (`FURTHER_FSYNC=1`) flushes the file before the rename and the directory after it, so the
+    new version also survives a power loss.
     """
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -221,25 +291,68 @@ def write_atomic(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    if fsync:
+        fsync_dir(path.parent)
 
 
-def write_record(path: Path, record: BaseModel, *, atomic: bool = True) -> None:
+def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
+    """`os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode)`; a symlink at `path` is refused.
+
+    Raises:
+        StoreError: `path` is a symlink (the message names it; raised with no `OSError` in
+            its context, so it is not mistaken for an environment failure).
+        OSError: any other failure to open.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+    raise StoreError(
+        f"{os.fspath(path)} is a symlink; the store never follows symlinks inside its root (a "
+        f"link there would read or write files outside it). Remove the link (its target is "
+        f"untouched) and call again"
+    )
+
+
+def read_bytes_nofollow(path: Path) -> bytes:
+    """The bytes of the regular file `path`, refusing a symlink or a non-regular file.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        StoreError: `path` is a symlink or not a regular file (the message names it).
+    """
+    fd = open_nofollow(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path} is not a regular file; remove it and recompute")
+        return fh.read()
+
+
+def write_record(
+    path: Path, record: BaseModel, *, atomic: bool = True, fsync: bool = False
+) -> None:
     """Serialise a record as indented JSON and write it atomically.
 
     `atomic=False` is for files inside an uncommitted `result.tmp-*` directory, whose own
-    rename is the commit: a second rename per file there would only cost time.
+    rename is the commit: a second rename per file there would only cost time (and an fsync
+    there is the committer's: `durability.fsync_tree` before the rename).
     """
     data = record.model_dump_json(indent=2).encode("utf-8") + b"\n"
     if atomic:
-        write_atomic(path, data)
+        write_atomic(path, data, fsync=fsync)
     else:
         with open(path, "wb") as fh:
             fh.write(data)
 
 
 def read_record(path: Path, model: type[R]) -> R:
-    """Read and validate a record; `FileNotFoundError` propagates, anything else is corrupt."""
-    data = path.read_bytes()
+    """Read and validate a record; `FileNotFoundError` propagates, anything else is corrupt.
+
+    The file is opened with `O_NOFOLLOW`: a record that is a symlink is refused (`StoreError`
+    naming it) instead of read from wherever it points.
+    """
+    data = read_bytes_nofollow(path)
     try:
         return model.model_validate_json(data)
     except _PydanticValidationError as exc:

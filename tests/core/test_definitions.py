@@ -359,7 +359,7 @@ def test_make_returning_undeclared_or_missing_contributions(further_session):
 
     with pytest.raises(Exception) as err:
         further_session.call("defs_make.extra")
-    assert isinstance(err.value.__cause__, ContributionError)
+    assert isinstance(err.value, ContributionError)  # issue #8: no longer wrapped
     assert "undeclared ['b']" in str(err.value)
     with pytest.raises(Exception, match=r"missing \['b'\]"):
         further_session.call("defs_make.missing")

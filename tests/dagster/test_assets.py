@@ -65,15 +65,16 @@ def test_one_asset_per_cell_with_lineage(defs):
     assert set(summary.parent_keys) == {POWER}
     assert src.partitions_def is None and summary.partitions_def is None
     keys = power.partitions_def.get_partition_keys()
-    assert len(keys) == 3 and all(len(k) == 12 for k in keys)
-    # partition keys are logic-key prefixes, readable values are in the description
-    session_keys = [
-        r.key[:12]
-        for r in Session(progress=False).plan("dag_demo.power", p=dg_var([1, 2, 3])).roots
-    ]
-    assert keys == session_keys
+    # partition keys say which instance is which, and the description lists them too
+    assert keys == ["p=1", "p=2", "p=3"]
     for p in (1, 2, 3):
         assert f"p={p}" in power.description
+    # each partition is the instance a Session computes for the same values
+    asset = location_of(defs).asset_by_key[POWER]
+    session_keys = [
+        r.key for r in Session(progress=False).plan("dag_demo.power", p=dg_var([1, 2, 3])).roots
+    ]
+    assert [asset.instances[k][0].key for k in keys] == session_keys
 
 
 def dg_var(values):
@@ -132,6 +133,11 @@ def test_partition_materializes_exactly_its_instance(defs, instance, calls):
 def test_missing_upstream_is_computed_in_the_step(defs, instance, calls):
     assert _materialize(defs, instance, POWER, partition_key=_pk(defs, 1)).success
     assert calls.count("src") == 1 and calls.count("power") == 1
+    # the upstream work is recorded on its own asset, with its own metadata and versions
+    upstream = instance.get_latest_materialization_event(SRC).asset_materialization
+    assert upstream.metadata["further/computed_by_step"].value == "dag_demo__power"
+    assert upstream.metadata["further/cache"].value == "miss"
+    assert upstream.tags["dagster/data_version"] == upstream.metadata["further/logic_key"].value
 
 
 def test_plain_asset_reads_a_cell_through_the_io_manager(defs, instance):
@@ -158,3 +164,37 @@ def test_failing_make_fails_the_step_with_the_traceback(instance, further_tmp_ro
     user_meta = failure.step_failure_data.user_failure_data.metadata
     assert "ValueError: p=99 is not allowed" in user_meta["further/traceback"].value
     assert "Traceback" in user_meta["further/traceback"].value
+
+
+def test_run_config_selects_an_instance_by_its_specs(defs, instance, calls):
+    """Launchpad / --config-json: `{"n": 5}` under the asset's op picks that instance."""
+    result = dg.materialize(
+        _assets(defs, SRC),
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {"dag_demo__src": {"config": {"n": 5}}}},
+    )
+    assert result.success
+    meta = _meta(instance, SRC)
+    assert meta["further/specs"].value == {"n": 5} and meta["further/cache"].value == "miss"
+    # the same instance a Session gets for the same values: stored, so nothing is computed
+    from_session = Session(progress=False).call("dag_demo.src", n=5)
+    assert meta["further/logic_key"].value == from_session.key
+    assert from_session.values == [0, 1, 2, 3, 4] and calls.count("src") == 1
+
+
+def test_a_wrong_spec_in_run_config_fails_before_the_run(defs, instance):
+    with pytest.raises(dg.DagsterInvalidConfigError, match="n"):
+        dg.materialize(
+            _assets(defs, SRC),
+            instance=instance,
+            resources=defs.resources,
+            run_config={"ops": {"dag_demo__src": {"config": {"n": "many"}}}},
+        )
+    with pytest.raises(dg.DagsterInvalidConfigError, match="samples"):
+        dg.materialize(
+            _assets(defs, SRC),
+            instance=instance,
+            resources=defs.resources,
+            run_config={"ops": {"dag_demo__src": {"config": {"samples": 3}}}},
+        )

@@ -76,3 +76,31 @@ def test_only_uncached_steps_run_even_below_a_cached_one(further_tmp_root, calls
         started = [e.step_key for e in events if e.event_type_value == "STEP_START"]
         assert started == ["dag_demo__power"]
         assert calls.count("src") == 1 and calls.count("power") == 3
+
+
+def test_run_config_specs_are_planned_by_the_executor_too(
+    further_tmp_root, calls, dagster_instance
+):
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repo = ReconstructableRepository.for_module(
+        "tests.dagster.defs_module", "in_process_defs", working_directory=str(ROOT)
+    )
+    config = {"ops": {"dag_demo__src": {"config": {"n": 6}}}}
+
+    def run():
+        with dg.execute_job(
+            repo.get_reconstructable_job("__ASSET_JOB"),
+            instance=dagster_instance,
+            asset_selection=[SRC],
+            run_config=config,
+        ) as result:
+            assert result.success
+            return [e.event_type_value for e in result.all_events]
+
+    _run(dagster_instance, [SRC])  # the default instance (n=4) is stored
+    assert "STEP_START" in run()  # n=6 is another instance: not a cache hit
+    assert "STEP_START" not in run()  # now it is stored
+    latest = dagster_instance.get_latest_materialization_event(SRC).asset_materialization
+    assert latest.metadata["further/specs"].value == {"n": 6}
+    assert calls.count("src") == 2

@@ -1,5 +1,6 @@
 """Resource cells in Dagster: observable source assets, run freshness, and the release sensor."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -71,6 +72,7 @@ def test_a_resource_cell_is_an_observable_source_with_lineage_and_a_running_sens
     graph = defs.resolve_asset_graph()
     feed = graph.get(FEED)
     assert feed.is_observable and not feed.is_materializable
+    assert feed.code_version == "1"  # an AssetSpec-based observable asset shows it
     assert feed.partitions_def is None and feed.group_name == "dag_res"
     assert FEED in graph.get(SCALED).parent_keys and FEED in graph.get(SIDE).parent_keys
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
@@ -280,3 +282,18 @@ def test_the_store_is_shared_with_the_history_of_observations(instance):
     seen = Session(progress=False).observations("dag_res.feed")
     assert [(o["release"], o["source"]) for o in seen] == [("r1", "sensor"), ("r2", "sensor")]
     assert ArtifactStore().root.joinpath(".releases", "dag_res", "feed").is_dir()
+
+
+def test_the_sensor_cursor_names_instances_and_a_restart_reports_no_change(instance):
+    defs = resource_defs.summary_defs
+    ticker = Ticker(defs, instance)
+    ticker.tick()
+    cursor = json.loads(ticker.cursor)
+    assert cursor["releases"] == {"dag_res.feed": "r1"}  # readable, not a hash
+    # Dagster observed r1 (the UI's Observe, or an earlier tick); a restarted sensor (no
+    # cursor) starts from that observation: nothing changed, nothing to report
+    feed_asset = next(a for a in defs.assets if getattr(a, "key", None) == FEED)
+    _compat.observe([feed_asset], instance=instance, resources=defs.resources)
+    restarted = Ticker(defs, instance)
+    result = restarted.tick()
+    assert not result.run_requests and _skip(result) == "no release changed"

@@ -4,7 +4,7 @@ import pytest
 
 from further_dagster import VAR, Cell, Project, Req, Specs
 from further_dagster.core.graph import DefinitionGraph
-from further_dagster.engine.projection import PARTITION_KEY_CHARS, Projection
+from further_dagster.engine.projection import PARTITION_KEY_CHARS, Projection, partition_keys
 from further_dagster.errors import UnknownPartitionError
 
 pytestmark = pytest.mark.unit
@@ -60,8 +60,8 @@ def test_a_swept_cell_is_partitioned_one_partition_per_instance():
     fit = projection.asset(Fit)
     assert fit.partitions is not None and len(fit.partitions.keys) == 3
     keys = fit.partitions.keys
-    # keys are prefixes of the structural keys; labels say which alpha is which
-    assert all(len(k) == PARTITION_KEY_CHARS for k in keys)
+    # keys say which alpha is which
+    assert keys == ["alpha=0.1", "alpha=1.0", "alpha=10.0"]
     by_pk = {pk: insts[0] for pk, insts in fit.instances.items()}
     assert {pk: i.specs.alpha for pk, i in by_pk.items()} == {
         k: a for k, a in zip(keys, [0.1, 1.0, 10.0], strict=True)
@@ -84,7 +84,7 @@ def test_instances_for_by_partition_and_unknown_partitions():
     assert len(projection.instances_for(Fit, None, actual)) == 3
     assert list(projection.instances_for(Data, None, actual)) == [None]
     with pytest.raises(UnknownPartitionError, match="proj_plan.fit has no partition"):
-        projection.instances_for(Fit, ["000000000000"], actual)
+        projection.instances_for(Fit, ["alpha=2.0"], actual)
 
 
 def test_without_resource_cells_the_actual_instances_are_the_planned_ones():
@@ -93,3 +93,36 @@ def test_without_resource_cells_the_actual_instances_are_the_planned_ones():
     assert not projection.has_resources
     actual = projection.actual_instances()
     assert {i.key for i in actual.values()} == {i.key for i in projection.instances}
+
+
+def test_partition_keys_are_values_made_safe_and_unique_only_where_needed():
+    graph = DefinitionGraph([proj])
+    projection = Projection(graph, [(Report, {})])
+    fits = projection.asset(Fit).instances
+    insts = [fits[k][0] for k in projection.asset(Fit).partitions.keys]
+    assert partition_keys(insts) == ["alpha=0.1", "alpha=1.0", "alpha=10.0"]
+    # one instance: no field differs, the key is the structural-key prefix
+    (one,) = projection.asset(Data).instances[None]
+    assert partition_keys([one]) == [one.skey[:PARTITION_KEY_CHARS]]
+    # values that collide (they differ upstream only) or that Dagster refuses in keys
+    from types import SimpleNamespace
+
+    class S(Specs):
+        tag: str = ""
+        alpha: float = 1.0
+
+    def inst(tag, alpha, skey):
+        return SimpleNamespace(specs=S(tag=tag, alpha=alpha), skey=skey)
+
+    made = partition_keys(
+        [
+            inst("a,b|c[1]", 1.0, "1" * 32),
+            inst("x...y", 1.0, "2" * 32),
+            inst("x...y", 2.0, "3" * 32),
+        ]
+    )
+    assert made == ["tag=a;b/c(1)&alpha=1.0", "tag=x..y&alpha=1.0", "tag=x..y&alpha=2.0"]
+    same = partition_keys(
+        [inst("a", 1.0, "1" * 32), inst("a", 1.0, "2" * 32), inst("b", 1.0, "3" * 32)]
+    )
+    assert same == ["tag=a@" + "1" * 12, "tag=a@" + "2" * 12, "tag=b"]

@@ -357,7 +357,7 @@ def test_keyboard_interrupt_is_recorded_and_reraised(store: ArtifactStore) -> No
     with pytest.raises(KeyboardInterrupt):
         store.ensure("p", "c", KEY, compute, {})
     state = store.read_state("p", "c", KEY)
-    assert state is not None and state.status == "failed"
+    assert state is not None and state.status == "interrupted"  # issue #8: was "failed"
     assert state.error is not None and state.error.type == "builtins.KeyboardInterrupt"
     assert not (store.instance_dir("p", "c", KEY) / "lock").exists()
 

@@ -154,7 +154,8 @@ def test_context_manager_acquires_releases_and_refuses_when_held(inst: Path) -> 
 def test_lease_duration_defaults_and_validation(
     inst: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert settings.lease_s() == 60 and Lease(inst).lease_s == 60
+    assert settings.lease_s() == 15 and Lease(inst).lease_s == 15  # issue #8: was 60
+    assert Lease(inst).heartbeat_s == 5
     monkeypatch.setenv("FURTHER_LEASE_SECS", "7.5")
     assert Lease(inst).lease_s == 7.5
     assert Lease(inst).heartbeat_s == 2.5
@@ -163,3 +164,115 @@ def test_lease_duration_defaults_and_validation(
         Lease(inst)
     with pytest.raises(ConfigurationError, match=r"lease_s=0\.1 .*>= 0\.5"):
         Lease(inst, lease_s=0.1)
+
+
+# --- a dead holder on this machine (issue #8) ------------------------------------------------
+
+
+def _local_lock(inst: Path, *, pid: int, started: int | None, age_s: float = 0.0) -> None:
+    from further_dagster.store import liveness
+    from further_dagster.store.provenance import hostname
+
+    record = LeaseRecord(
+        token="e" * 32,
+        pid=pid,
+        host=hostname(),
+        acquired_at=utcnow(),
+        lease_s=60,
+        machine=liveness.machine(),
+        started=started,
+    )
+    (inst / "lock").write_text(record.model_dump_json())
+    past = time.time() - age_s
+    os.utime(inst / "lock", (past, past))
+
+
+def _gone_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+@pytest.fixture
+def linux_proc() -> None:
+    from further_dagster.store import liveness
+
+    if liveness.machine() is None:
+        pytest.skip("no /proc: a holder's liveness cannot be checked here")
+
+
+@pytest.mark.usefixtures("linux_proc")
+def test_a_lock_whose_pid_is_gone_is_taken_over_at_once(
+    inst: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = _gone_pid()
+    _local_lock(inst, pid=pid, started=12345)  # a fresh heartbeat, a 60 s lease
+    lease = Lease(inst, lease_s=5)
+    with caplog.at_level(logging.WARNING, logger="further.store.lease"):
+        assert lease.try_acquire() == "took_over"
+    assert lease.holder is not None and lease.holder.dead
+    assert f"pid {pid}" in caplog.text and "that process is gone" in caplog.text
+    lease.release()
+
+
+@pytest.mark.usefixtures("linux_proc")
+def test_a_reused_pid_is_not_the_holder(inst: Path) -> None:
+    from further_dagster.store import liveness
+
+    mine = liveness.own_start_time()
+    assert mine is not None
+    _local_lock(inst, pid=os.getpid(), started=mine + 1)  # our pid, another process's start
+    lease = Lease(inst, lease_s=5)
+    assert lease.try_acquire() == "took_over"
+    lease.release()
+    _local_lock(inst, pid=os.getpid(), started=mine)  # really us (another thread's lease)
+    assert Lease(inst, lease_s=5).try_acquire() == "held"
+
+
+def test_the_lock_record_names_the_holders_machine_and_start(inst: Path) -> None:
+    from further_dagster.store import liveness
+
+    lease = Lease(inst, lease_s=5)
+    lease.try_acquire()
+    try:
+        record = LeaseRecord.model_validate_json((inst / "lock").read_bytes())
+        assert record.machine == liveness.machine()
+        assert record.started == liveness.own_start_time()
+        assert not list(inst.glob(".lock.tmp-*"))  # created by a link, never half-written
+    finally:
+        lease.release()
+
+
+def test_an_unwritable_lock_leaves_nothing_behind(
+    inst: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from further_dagster.store import lease as lease_module
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lease_module, "_write_all", full)
+    with pytest.raises(OSError, match="No space"):
+        Lease(inst, lease_s=5).try_acquire()
+    assert sorted(p.name for p in inst.iterdir()) == ["lock.guard"]  # no empty, ownerless lock
+
+
+def test_holding_refuses_a_lost_lease(inst: Path) -> None:
+    lease = Lease(inst, lease_s=5)
+    lease.try_acquire()
+    with lease.holding() as ours:
+        assert ours
+    write_foreign_lock(inst, age_s=0, lease_s=5)  # taken over while we stalled
+    with lease.holding() as ours:
+        assert not ours
+    assert lease.lost
+    assert lease.release() is False and (inst / "lock").exists()

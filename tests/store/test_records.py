@@ -57,7 +57,7 @@ def test_records_are_frozen() -> None:
     "model,data",
     [
         (State, running(bogus=1)),
-        (ManifestEntry, {"file": "a", "codec": "json", "size": 3}),
+        (ManifestEntry, {"file": "a", "codec": "json", "sha1": "00"}),
         (Manifest, {"contributions": {}, "version": 2}),
         (ErrorInfo, {"type": "E", "message": "m", "traceback": "t", "cause": None}),
     ],
@@ -161,3 +161,32 @@ def test_provenance_rejects_bad_inputs(bad: dict[str, Any]) -> None:
 def test_lease_record_requires_positive_lease() -> None:
     with pytest.raises(ValidationError):
         LeaseRecord(token="t", pid=1, host="h", acquired_at=NOW, lease_s=0)
+
+
+# --- attempt statuses (issue #8) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["interrupted", "environment"])
+def test_interrupted_and_environment_states_carry_their_error(status: str) -> None:
+    error = ErrorInfo(type="builtins.KeyboardInterrupt", message="", traceback="tb")
+    with pytest.raises(ValidationError, match=f"a {status} state must carry its error"):
+        State(**running(status=status, finished_at=NOW))
+    state = State(**running(status=status, finished_at=NOW, error=error))
+    assert state.failures == 0 and state.error is not None and state.error.retryable
+
+
+def test_failures_never_exceed_attempts_and_older_records_count_their_failures() -> None:
+    with pytest.raises(ValidationError, match="exceeds attempts"):
+        State(**running(failures=2))
+    older = running(status="failed", attempts=3, finished_at=NOW)
+    older["error"] = {"type": "E", "message": "m", "traceback": "t"}
+    assert State.model_validate(older).failures == 3  # written before `failures` existed
+    assert State(**running()).failures == 0
+
+
+def test_a_lease_record_may_name_the_holders_machine() -> None:
+    record = LeaseRecord(
+        token="t", pid=1, host="h", acquired_at=NOW, lease_s=15, machine="b/pid:[1]", started=7
+    )
+    assert LeaseRecord.model_validate_json(record.model_dump_json()) == record
+    assert LeaseRecord(token="t", pid=1, host="h", acquired_at=NOW, lease_s=15).machine is None

@@ -41,6 +41,11 @@ class Backend(Protocol):
         """Release the backend's workers; with `cancel_futures`, drop what has not started."""
         ...
 
+    def abort(self) -> None:
+        """The caller was interrupted (Ctrl-C): drop what has not started, stop or abandon what
+        runs (recording it as interrupted), and return at once, never waiting for a make()."""
+        ...
+
 
 def make_backend(
     mode: Mode,

@@ -83,3 +83,7 @@ class DaskPool(cf.Executor):
             with contextlib.suppress(Exception):
                 self.client.cancel([f for f in self._remote if not f.done()])
         self._stack.close()
+
+    def abort(self) -> None:
+        """Cancel every task that has not finished and close the client (Ctrl-C)."""
+        self.shutdown(wait=False, cancel_futures=True)

@@ -319,6 +319,10 @@ class SlurmPool(cf.Executor):
         if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
+    def abort(self) -> None:
+        """scancel what is pending and stop watching, without waiting (Ctrl-C)."""
+        self.shutdown(wait=False, cancel_futures=True)
+
     def job_ids(self) -> list[str]:
         """Every job id (array tasks `<id>_<index>`) the pool submitted, in order."""
         with self._lock:

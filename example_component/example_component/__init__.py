@@ -1,0 +1,1 @@
+"""A dg project built by `further_dagster.dagster.component.FurtherComponent`."""

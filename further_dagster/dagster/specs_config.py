@@ -1,0 +1,87 @@
+"""A cell asset's run config, generated from its Specs (and Opts): pick an instance per run.
+
+In the Launchpad or with `--config-json`, `{"n_samples": 50}` under the asset's op selects the
+instance with those Specs (every other field keeps the value the code location resolved):
+it is materialized and recorded under its own logic key, so a Session calling the cell with
+the same values finds it stored. Opts go under `opts` (never part of a key). Each field is
+typed from its annotation, so a wrong field or type fails before the run, naming it.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel
+
+from further_dagster.core.cell import Cell
+
+OPTS_KEY = "opts"
+
+
+def _config_type(annotation: Any) -> Any:
+    """The Dagster config type of a pydantic field annotation (Any where none fits)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _config_type(rest[0]) if len(rest) == 1 else dg.Any
+        return dg.Noneable(inner) if len(rest) < len(args) else inner
+    if annotation is bool:
+        return dg.Bool
+    if annotation is int:
+        return dg.Int
+    if annotation is float:
+        return dg.Float
+    if annotation is str:
+        return dg.String
+    if origin in (list, tuple, set, frozenset) and args:
+        item = args[0] if origin is not tuple or len(args) == 2 and args[1] is Ellipsis else None
+        return [_config_type(item)] if item is not None else dg.Any
+    if origin is dict or annotation is dict:
+        return dg.Permissive()
+    return dg.Any
+
+
+def _fields(model: type[BaseModel]) -> dict[str, dg.Field]:
+    return {
+        name: dg.Field(
+            _config_type(info.annotation),
+            is_required=False,
+            description=info.description or f"{model.__qualname__}.{name}",
+        )
+        for name, info in model.model_fields.items()
+    }
+
+
+def specs_config_schema(cell: type[Cell]) -> dict[str, dg.Field] | None:
+    """The op config schema of `cell`'s asset: its Specs fields, and `opts` for its Opts (all
+    optional: what is not given keeps the code location's value). None when it has neither."""
+    schema = _fields(cell.Specs)
+    opts = _fields(cell.Opts)
+    if opts and OPTS_KEY not in schema:
+        schema[OPTS_KEY] = dg.Field(
+            opts, is_required=False, description="Opts (never part of the logic key)"
+        )
+    return schema or None
+
+
+def split_config(
+    cell: type[Cell], config: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Specs values, Opts values) given in an op config."""
+    values = dict(config or {})
+    opts = values.pop(OPTS_KEY, None) if OPTS_KEY not in cell.Specs.model_fields else None
+    return values, dict(opts or {})
+
+
+def op_config(run_config: Mapping[str, Any] | None, step_key: str) -> Mapping[str, Any]:
+    """`ops.<step>.config` of a run config (an asset's op is named like its step)."""
+    ops = (run_config or {}).get("ops") or {}
+    return (ops.get(step_key) or {}).get("config") or {}
+
+
+__all__ = ["OPTS_KEY", "op_config", "specs_config_schema", "split_config"]
