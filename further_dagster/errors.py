@@ -153,3 +153,8 @@ class UntrustedInputError(InputLoadError, UntrustedPickleError):
 
 class SelectionError(FurtherError):
     """A `further-dagster materialize` selection or partition matches nothing it can run."""
+
+
+class InitError(CellDefinitionError):
+    """A `project_inits.yaml` or a `project_init_label=` selection is wrong; the message names
+    the file and line (or the labels) and the fix."""

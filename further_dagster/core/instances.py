@@ -98,7 +98,10 @@ class CallContext:
     release_resolver: ReleaseLookup | None = None
 
 
-_CacheKey = tuple[type[Cell], bytes]
+_CacheKey = tuple[type[Cell], bytes, tuple[int, ...]]
+"""(cell, encoded values and root opts, the session combination's tag of the cell)."""
+
+_NO_TAG: tuple[int, ...] = ()
 
 
 class _EdgePlan:
@@ -152,11 +155,15 @@ _EMPTY = encode({})
 
 
 def _cache_key(
-    cell: type[Cell], values: Mapping[str, Any], root_opts: Mapping[str, Any] | None
+    cell: type[Cell],
+    values: Mapping[str, Any],
+    root_opts: Mapping[str, Any] | None,
+    tag: tuple[int, ...] = _NO_TAG,
 ) -> _CacheKey:
     if values or root_opts:
-        return (cell, encode(dict(values)) + (encode(dict(root_opts)) if root_opts else _EMPTY))
-    return (cell, b"")
+        encoded = encode(dict(values)) + (encode(dict(root_opts)) if root_opts else _EMPTY)
+        return (cell, encoded, tag)
+    return (cell, b"", tag)
 
 
 class Resolver:
@@ -166,26 +173,41 @@ class Resolver:
     explicit stack rather than recursion, so a chain of any length resolves without touching
     the interpreter's recursion limit. Instances are cached by (cell, encoded values) and shared
     by logic key.
+
+    One resolver may serve several contexts in turn (`use`: the combinations of a session-level
+    sweep), sharing every instance that the contexts agree on: the caller tags each cell with
+    what of the context can change it (itself or anything upstream), and the tag is part of
+    the cache key.
     """
 
     def __init__(self, graph: DefinitionGraph, context: CallContext | None = None) -> None:
         self.graph = graph
         self.context = context or CallContext()
-        self._project_params: dict[str, ProjectParams] = {}
+        self._tags: Mapping[type[Cell], tuple[int, ...]] = {}
+        self._project_params: dict[tuple[str, bytes], ProjectParams] = {}
         self._cache: dict[_CacheKey, Instance] = {}
         self._by_key: dict[str, Instance] = {}
         self._plans: dict[type[Cell], _EdgePlan] = {}
 
+    def use(self, context: CallContext, tags: Mapping[type[Cell], tuple[int, ...]]) -> None:
+        """Resolve in `context` from now on. `tags[cell]` must differ between two contexts
+        whenever they could resolve `cell` differently (its addressed Specs or Opts, its
+        project's params, or those of any cell upstream); an untagged cell is the same in
+        every context this resolver serves."""
+        self.context = context
+        self._tags = tags
+
     def project_params(self, project_name: str) -> ProjectParams:
         """The validated project params of `project_name` in this call context."""
-        params = self._project_params.get(project_name)
+        values = self.context.params.get(project_name, {})
+        slot = (project_name, encode(dict(values)) if values else b"")
+        params = self._project_params.get(slot)
         if params is None:
             project = self.graph.projects[project_name]
-            values = self.context.params.get(project_name, {})
             params = build_model(
                 project.params, values, where=f"project {project_name!r}", what="project params"
             )
-            self._project_params[project_name] = params
+            self._project_params[slot] = params
         return params
 
     def instance(
@@ -201,7 +223,8 @@ class Resolver:
             SpecsValidationError: Specs, Opts or project params of some instance are invalid.
         """
         values = values or {}
-        cache_key = _cache_key(cell, values, root_opts)
+        tags = self._tags
+        cache_key = _cache_key(cell, values, root_opts, tags.get(cell, _NO_TAG))
         cache = self._cache
         found = cache.get(cache_key)
         if found is not None:
@@ -216,7 +239,10 @@ class Resolver:
             while at < len(keys):
                 key = keys[at]
                 if key is None:
-                    key = keys[at] = _cache_key(plan.targets[at], plan.values[at], None)
+                    target = plan.targets[at]
+                    key = _cache_key(target, plan.values[at], None, tags.get(target, _NO_TAG))
+                    if target not in tags:  # the same in every context: keep it
+                        keys[at] = key
                 found = cache.get(key)
                 if found is None:
                     break

@@ -10,15 +10,25 @@ cell that is run again does. Tests isolate themselves with `REGISTRY.isolated()`
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from further_dagster.core.inits import FILE_NAME as INITS_FILE_NAME
+from further_dagster.core.inits import Label, Selection, check_labels, load_inits, select
 from further_dagster.core.names import check_identifier
 from further_dagster.core.params import ProjectParams
-from further_dagster.errors import DuplicateNameError, InvalidNameError, UnknownCellError
+from further_dagster.errors import (
+    DuplicateNameError,
+    InitError,
+    InvalidNameError,
+    UnknownCellError,
+)
 
 if TYPE_CHECKING:
     from further_dagster.core.cell import Cell
@@ -156,6 +166,8 @@ class Project:
         replace: redefine the project called `name` if one exists (its cells are then no longer
             found by name), instead of raising `DuplicateNameError`: for a notebook cell that is
             run again.
+        inits: the project's `project_inits.yaml` (its labels, see core/inits.py); default:
+            `project_inits.yaml` beside the module that defines the project's cells.
 
     Raises:
         InvalidNameError: `name` is not a plain identifier, or `params` is not a ProjectParams
@@ -171,6 +183,7 @@ class Project:
         description: str = "",
         params: type[ProjectParams] | None = None,
         replace: bool = False,
+        inits: str | os.PathLike[str] | None = None,
     ) -> None:
         check_identifier("project", name, fix="Rename the project, e.g. 'my_analysis'.")
         if params is not None and not (
@@ -182,7 +195,54 @@ class Project:
         self.description = description
         self.params: type[ProjectParams] = params or ProjectParams
         self.cells: dict[str, type[Cell]] = {}
+        self._inits = Path(inits) if inits is not None else None
+        self._labels: tuple[tuple[Path, float], dict[str, Label]] | None = None
         REGISTRY.add(self, replace=replace)
+
+    @property
+    def inits_path(self) -> Path | None:
+        """Where the project's labels live (None: no cell yet, so no module to look beside)."""
+        if self._inits is not None:
+            return self._inits
+        for cell in self.cells.values():
+            module = sys.modules.get(cell.__module__)
+            file = getattr(module, "__file__", None)
+            if file:
+                return Path(file).parent / INITS_FILE_NAME
+        return None
+
+    def labels(self) -> dict[str, Label]:
+        """The project's labels, read from `inits_path` (re-read when the file changes) and
+        checked against its cells, params and resource cells."""
+        path = self.inits_path
+        if path is None:
+            return {}
+        try:
+            stamp = (path, path.stat().st_mtime)
+        except FileNotFoundError:
+            if self._inits is not None:
+                raise InitError(
+                    f"project {self.name!r}: its inits file {path} does not exist"
+                ) from None
+            return {}
+        if self._labels is not None and self._labels[0] == stamp:
+            return self._labels[1]
+        labels = load_inits(path)
+        check_labels(
+            labels,
+            project=self.name,
+            cells=self.cells,
+            params=self.params.model_fields,
+            resources=[n for n, c in self.cells.items() if c.is_resource],
+        )
+        self._labels = (stamp, labels)
+        return labels
+
+    def select_labels(self, chosen: str | Sequence[str] | None) -> Selection:
+        """What the labels `chosen` set (merged; see core/inits.py `select`)."""
+        if chosen is None:
+            return Selection()
+        return select(self.labels(), chosen)
 
     def __repr__(self) -> str:
         return f"Project({self.name!r}, version={self.version!r}, cells={sorted(self.cells)})"

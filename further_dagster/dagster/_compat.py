@@ -12,6 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluation,
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.data_version import (
     CODE_VERSION_TAG,
@@ -104,6 +108,10 @@ __all__ = [
     "observe",
     "step_asset_keys",
     "subset_context",
+    # asset checks evaluated by the skip-cached executor
+    "AssetCheckEvaluation",
+    "check_evaluation_event",
+    "step_check_keys",
 ]
 
 
@@ -149,6 +157,66 @@ def step_asset_keys(execution_plan: ExecutionPlan) -> dict[str, list[Any]]:
                 keys.append(props.asset_key)
         found[step.key] = keys
     return found
+
+
+def step_check_keys(execution_plan: ExecutionPlan) -> dict[str, list[dg.AssetCheckKey]]:
+    """Step key -> the asset check keys its outputs evaluate (only steps that evaluate some)."""
+    found: dict[str, list[dg.AssetCheckKey]] = {}
+    for step in execution_plan.get_all_steps_in_topo_order():
+        keys = [
+            output.properties.asset_check_key
+            for output in step.step_outputs
+            if output.properties is not None and output.properties.asset_check_key is not None
+        ]
+        if keys:
+            found[step.key] = keys
+    return found
+
+
+def check_evaluation_event(
+    plan_context: PlanOrchestrationContext,
+    step_key: str,
+    check_key: dg.AssetCheckKey,
+    *,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    metadata: Mapping[str, Any],
+    description: str | None,
+) -> DagsterEvent:
+    """Record the evaluation of an asset check for a check step that is not started, targeting
+    the asset's latest materialization (as a check step's own evaluation does)."""
+    records = plan_context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=check_key.asset_key), limit=1
+    ).records
+    target = (
+        AssetCheckEvaluationTargetMaterializationData(
+            storage_id=records[0].storage_id,
+            run_id=records[0].event_log_entry.run_id,
+            timestamp=records[0].event_log_entry.timestamp,
+        )
+        if records
+        else None
+    )
+    evaluation = AssetCheckEvaluation(
+        asset_key=check_key.asset_key,
+        check_name=check_key.name,
+        passed=passed,
+        metadata=dict(metadata),
+        target_materialization_data=target,
+        severity=severity,
+        description=description,
+        blocking=False,
+    )
+    return DagsterEvent.from_job(
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+        plan_context,
+        f"Asset check '{check_key.name}' on '{check_key.asset_key.to_user_string()}' "
+        + ("passed" if passed else "did not pass")
+        + " (evaluated by the skip-cached executor; the step was not started)."
+        + ("" if description is None else f" Description: '{description}'"),
+        event_specific_data=evaluation,
+        step_handle=_step_handle(step_key),
+    )
 
 
 def subset_context(

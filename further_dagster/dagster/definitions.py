@@ -18,6 +18,7 @@ from further_dagster.core.freshness import normalize_freshness
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.project import Project
 from further_dagster.dagster.assets import build_cell_assets
+from further_dagster.dagster.checks import build_checks
 from further_dagster.dagster.executor import mode_executor_def
 from further_dagster.dagster.location import IO_MANAGER_KEY, RESOURCE_KEY, Location
 from further_dagster.dagster.resources import further_io_manager, further_resource
@@ -38,6 +39,7 @@ def build_definitions(
     sensors: Sequence[Any] = (),
     slurm_client: Any = None,
     trust: Sequence[str] = (),
+    asset_checks: bool | Sequence[Any] = True,
     **definitions_kwargs: Any,
 ) -> dg.Definitions:
     """Compile projects into Dagster definitions.
@@ -70,6 +72,11 @@ def build_definitions(
             projects passed here are trusted without it; another project a cell reaches (a
             library's cells) is external, and an input it pickled raises
             `UntrustedPickleError` naming this argument.
+        asset_checks: ship the asset checks of further_dagster.dagster.checks:
+            `stored_result_intact` on every cell asset and `release_within_shelf_life` on every
+            resource cell whose freshness is `current(shelf_life)` (none blocking); False
+            leaves them out. A sequence of asset checks definitions adds them to the shipped ones
+            (as `dagster.Definitions(asset_checks=)` takes them).
 
     Resource cells become observable source assets with key `[project, cell]`.
     """
@@ -99,8 +106,11 @@ def build_definitions(
         IO_MANAGER_KEY: further_io_manager(location),
         **(resources or {}),
     }
+    extra = [] if isinstance(asset_checks, bool) else list(asset_checks)
+    checks = [*(build_checks(location) if asset_checks is not False else []), *extra]
     return dg.Definitions(
         assets=[*build_cell_assets(location, policy), *assets],
+        asset_checks=checks or None,
         resources=all_resources,
         executor=executor if executor is not None else mode_executor_def(mode),
         sensors=all_sensors,

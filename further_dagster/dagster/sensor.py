@@ -5,9 +5,11 @@ when it changed, reported to Dagster as an observation with the new data version
 releases the cells' freshness policies choose, and compares them with the sensor's cursor. For a
 release that changed, it requests the downstream instances that release reaches whose logic keys
 are not stored — a release that reaches only stored results (a flip back to an older release)
-requests nothing — and an unchanged re-observation requests nothing at all. A release the sensor
-sees for the first time (a new deployment, a reset cursor) counts as a change: when everything it
-reaches is already stored, that too requests nothing.
+requests no run but reports a cache-hit materialization of each reached asset/partition (see
+`_cache_hits`), so Dagster shows them fresh at the release they now rest on — and an unchanged
+re-observation requests nothing at all. A release the sensor sees for the first time (a new
+deployment, a reset cursor) counts as a change: when everything it reaches is already stored,
+that too requests nothing (and reports the hits Dagster has not recorded yet).
 
 Requests: one run over the affected assets; when partitioned assets are affected, the run covers
 their partitions (one partition key, or a partition range tagged with the exact keys); when
@@ -27,12 +29,14 @@ from further_dagster.core.hashing import digest
 from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
 from further_dagster.dagster import tags as T
+from further_dagster.dagster.assets import instance_metadata
 from further_dagster.dagster.location import Location, asset_key_for
 from further_dagster.dagster.resource_assets import (
     data_version_of,
     observation_metadata,
     release_labels,
 )
+from further_dagster.dagster.versions import version_tags
 from further_dagster.engine.plan import missing
 from further_dagster.engine.releases import Clock
 from further_dagster.store import Store
@@ -151,11 +155,21 @@ def evaluate_releases(
     todo = [i for i in missing(store, reached) if i.key in in_reach]
     labels = {i.label: i.release or "" for i in resources if i.skey in changed}
     if not todo:
+        hits = _cache_hits(location, store, actual, reached, instance)
+        if log is not None and hits:
+            log.info(
+                f"every instance the new release(s) reach is stored: reporting {len(hits)} "
+                "cache hit(s): "
+                + ", ".join(
+                    h.asset_key.to_user_string() + (f"[{h.partition}]" if h.partition else "")
+                    for h in hits
+                )
+            )
         return dg.SensorResult(
             skip_reason=f"release changed ({_short(labels)}) but every instance it reaches is "
-            "stored",
+            f"stored ({len(hits)} cache hit(s) reported)",
             cursor=new_cursor,
-            asset_events=events,
+            asset_events=[*events, *hits],
         )
     request = _request(location, todo, labels, previous, asset_graph)
     if log is not None:
@@ -201,6 +215,146 @@ def _observations(
     return events
 
 
+def _where(location: Location) -> dict[str, tuple[dg.AssetKey, str | None, str | None]]:
+    """Structural key -> (asset key, partition key, partitions definition name)."""
+    where: dict[str, tuple[dg.AssetKey, str | None, str | None]] = {}
+    for cell, asset in location.projection.assets.items():
+        name = asset.partitions.name if asset.partitions is not None else None
+        for pk, insts in asset.instances.items():
+            for i in insts:
+                where[i.skey] = (asset_key_for(cell), pk, name)
+    return where
+
+
+def _version_of(record: Any) -> str | None:
+    version = _compat.extract_data_version_from_entry(record.event_log_entry)
+    return version.value if version is not None else None
+
+
+HIT_LOOKBACK = 25  # materializations of one partition searched for an earlier equal version
+
+
+def _equal_version_record(instance: Any, key: dg.AssetKey, pk: str, version: str) -> int | None:
+    """The storage id of the latest materialization of (key, pk) with data version `version`."""
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=HIT_LOOKBACK
+    ).records
+    for record in found:  # newest first
+        if _version_of(record) == version:
+            return int(record.storage_id)
+    return None
+
+
+def _partition_pointer(
+    instance: Any, key: dg.AssetKey, versions: Mapping[str, str], planned: set[str]
+) -> str:
+    """An input event pointer for a partitioned dependency, valid once this tick's events are
+    recorded. Dagster decides a partition dependency changed when its latest record after the
+    pointer differs in data version from its latest record at or before the pointer; our own
+    events get their storage ids only after the tick, so the pointer is the newest earlier
+    record carrying the version each partition has now, checked to be what Dagster finds at or
+    before it for every partition. When no such pointer exists (a result stored by a Session,
+    never recorded in Dagster at that version) the null pointer is used: Dagster then compares
+    latest with latest, which is fresh (and stays so until the next run records real inputs)."""
+    if instance is None:
+        return _compat.NULL_EVENT_POINTER
+    ids: list[int] = []
+    for pk, version in versions.items():
+        found = _equal_version_record(instance, key, pk, version)
+        if found is None:
+            return _compat.NULL_EVENT_POINTER
+        ids.append(found)
+    cursor = max(ids)
+    for pk, version in versions.items():
+        record = instance.get_latest_data_version_record(key, False, pk, before_cursor=cursor + 1)
+        if record is None or _version_of(record) != version:
+            return _compat.NULL_EVENT_POINTER
+        if pk not in planned:  # no hit reported now: the latest record must carry it already
+            latest = instance.get_latest_data_version_record(key, False, pk)
+            if latest is None or _version_of(latest) != version:
+                return _compat.NULL_EVENT_POINTER
+    return str(cursor)
+
+
+def _cache_hits(
+    location: Location,
+    store: Store,
+    actual: Mapping[str, Instance],
+    reached: list[Instance],
+    instance: Any,
+) -> list[dg.AssetMaterialization]:
+    """Cache-hit materializations for the reached instances (all stored) that Dagster has not
+    recorded at their logic key, dependencies first, with the version tags a run would write.
+
+    The input tags come from what this tick knows, not from Dagster's records (this tick's own
+    events are recorded after it): a resource input has the data version of the releases now
+    chosen (the observation reported in the same result), a cell input its logic key."""
+    where = _where(location)
+    resource_versions: dict[dg.AssetKey, str] = {}
+    for cell, asset in location.projection.assets.items():
+        if cell.is_resource:
+            rel = {
+                i.skey: actual[i.skey].release or ""
+                for i in asset.instances[None]
+                if i.skey in actual
+            }
+            if rel:
+                resource_versions[asset_key_for(cell)] = data_version_of(rel)
+    hits: list[dg.AssetMaterialization] = []
+    planned: dict[dg.AssetKey, set[str]] = {}
+    for inst in reached:
+        if inst.skey not in where:
+            continue  # not an asset of this code location
+        key, pk, _ = where[inst.skey]
+        if instance is not None:
+            record = instance.get_latest_data_version_record(key, False, pk)
+            if record is not None and _version_of(record) == inst.key:
+                continue  # Dagster already shows this instance at its logic key
+        deps: dict[dg.AssetKey, dict[str | None, str]] = {}
+        resource_deps: set[dg.AssetKey] = set()
+        for dep in inst.dep_instances():
+            if dep.skey not in where:
+                continue
+            dkey, dpk, _ = where[dep.skey]
+            if dep.cell.is_resource:
+                resource_deps.add(dkey)
+                deps.setdefault(dkey, {})[None] = resource_versions.get(dkey, dep.release or "")
+            else:
+                deps.setdefault(dkey, {})[dpk] = dep.key
+        inputs: dict[str, str] = {}
+        for dkey, versions in sorted(deps.items(), key=lambda kv: kv[0].to_user_string()):
+            if len(versions) == 1:
+                value = next(iter(versions.values()))
+            else:
+                value = "partitions:" + digest({str(p): v for p, v in versions.items()})[:16]
+            inputs[_compat.get_input_data_version_tag(dkey)] = value
+            if None in versions or dkey in resource_deps:
+                record = (
+                    instance.get_latest_data_version_record(dkey, dkey in resource_deps)
+                    if instance is not None
+                    else None
+                )
+                pointer = (
+                    str(record.storage_id) if record is not None else _compat.NULL_EVENT_POINTER
+                )
+            else:
+                by_pk = {str(p): v for p, v in versions.items()}
+                pointer = _partition_pointer(instance, dkey, by_pk, planned.get(dkey, set()))
+            inputs[_compat.get_input_event_pointer_tag(dkey)] = pointer
+        hits.append(
+            dg.AssetMaterialization(
+                asset_key=key,
+                partition=pk,
+                description="cache hit: the release switched to a stored result",
+                metadata=instance_metadata(store.root, inst, True, 0.0),
+                tags=version_tags(inst, inputs),
+            )
+        )
+        if pk is not None:
+            planned.setdefault(key, set()).add(pk)
+    return hits
+
+
 def _request(
     location: Location,
     todo: list[Instance],
@@ -208,12 +362,7 @@ def _request(
     previous: Mapping[str, Any],
     asset_graph: Any,
 ) -> dg.RunRequest:
-    where: dict[str, tuple[dg.AssetKey, str | None, str | None]] = {}
-    for cell, asset in location.projection.assets.items():
-        name = asset.partitions.name if asset.partitions is not None else None
-        for pk, insts in asset.instances.items():
-            for i in insts:
-                where[i.skey] = (asset_key_for(cell), pk, name)
+    where = _where(location)
     pairs = sorted({where[i.skey][:2] for i in todo}, key=lambda p: (p[0].path, p[1] or ""))
     order = {asset_key_for(c): n for n, c in enumerate(location.graph.order)}
     selection = sorted({k for k, _ in pairs}, key=lambda k: order[k])
@@ -286,7 +435,8 @@ def release_sensor(
         description=(
             "Observes every further_dagster resource cell (get_release()) and, when a release "
             "changes, materializes exactly the downstream instances it reaches that are not "
-            "stored yet. An unchanged release requests nothing."
+            "stored yet; when all of them are stored (a switch back to an earlier release) it "
+            "reports them as cache hits instead. An unchanged release requests nothing."
         ),
     )
     def _release_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

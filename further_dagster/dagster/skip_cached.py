@@ -21,6 +21,12 @@ from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
 from further_dagster.dagster import tags as T
 from further_dagster.dagster.assets import instance_metadata
+from further_dagster.dagster.checks import (
+    INTACT,
+    SHELF_LIFE,
+    intact_evaluation,
+    shelf_life_evaluation,
+)
 from further_dagster.dagster.location import Location, asset_key_for
 from further_dagster.dagster.resource_assets import data_version_of, observation_metadata
 from further_dagster.dagster.run_config import run_freshness, run_partition_keys
@@ -99,9 +105,10 @@ class SkipCachedExecutor(_compat.Executor):
     ) -> Iterator[_compat.DagsterEvent]:
         started = time.perf_counter()
         cached, actual = cached_steps(self.location, execution_plan, plan_context.dagster_run)
-        to_run = [
-            s.key for s in execution_plan.get_all_steps_in_topo_order() if s.key not in cached
-        ]
+        now_checks, after_checks = self._checks_here(plan_context, execution_plan, cached)
+        all_steps = [s.key for s in execution_plan.get_all_steps_in_topo_order()]
+        skipped = {*cached, *now_checks, *after_checks}
+        to_run = [k for k in all_steps if k not in skipped]
         yield from self._observe_releases(plan_context, actual)
         if cached:
             # where a person looks first: the run's tags (and the engine event below)
@@ -114,15 +121,112 @@ class SkipCachedExecutor(_compat.Executor):
                 for step_key, entries in cached.items():
                     for asset_key, by_pk in entries:
                         yield from self._record(plan_context, step_key, asset_key, by_pk, root)
+        yield from self._evaluate_checks(plan_context, now_checks, actual, digest=False)
         if not to_run:
             return
-        if not cached:
-            yield from self.inner.execute(plan_context, execution_plan)
+        succeeded: set[str] = set()
+        if len(to_run) == len(all_steps):
+            events = self.inner.execute(plan_context, execution_plan)
+        else:
+            sub_context, sub_plan = _compat.subset_context(
+                plan_context, execution_plan, to_run, self.inner
+            )
+            events = self.inner.execute(sub_context, sub_plan)
+        for event in events:
+            if event.event_type_value == "STEP_SUCCESS" and event.step_key is not None:
+                succeeded.add(event.step_key)
+            yield event
+        done = {
+            s: keys for s, (asset_step, keys) in after_checks.items() if asset_step in succeeded
+        }
+        if done:
+            # computed now: a full audit (digests), as the check step would have done
+            run = plan_context.dagster_run
+            try:
+                actual = actual or self.location.actual_instances(
+                    run_freshness(self.location, run.tags, run.run_config)
+                )
+            except FurtherError:
+                return
+            yield from self._evaluate_checks(plan_context, done, actual, digest=True)
+
+    def _checks_here(
+        self,
+        plan_context: _compat.PlanOrchestrationContext,
+        execution_plan: _compat.ExecutionPlan,
+        cached: Mapping[str, CachedStep],
+    ) -> tuple[dict[str, list[dg.AssetCheckKey]], dict[str, tuple[str, list[dg.AssetCheckKey]]]]:
+        """The check steps of dagster/checks.py this executor evaluates itself instead of
+        starting a process (or a Slurm job) for them: (now, after). Now: the
+        `stored_result_intact` check of a cached asset (with the cheap checks planning just
+        made) and every `release_within_shelf_life` check (it reads records only). After (check
+        step -> (its asset's step, check keys)): the intact check of an asset whose step runs
+        in this run, evaluated once that step succeeded. A check step without its asset's step
+        in the plan, or with a check of another kind, is left to run."""
+        cached_assets = {key for entries in cached.values() for key, _ in entries}
+        run = plan_context.dagster_run
+        try:
+            run_freshness(self.location, run.tags, run.run_config)
+        except FurtherError:
+            return {}, {}
+        step_of = {
+            key: step_key
+            for step_key, keys in _compat.step_asset_keys(execution_plan).items()
+            for key in keys
+        }
+        now: dict[str, list[dg.AssetCheckKey]] = {}
+        after: dict[str, tuple[str, list[dg.AssetCheckKey]]] = {}
+        for step_key, keys in _compat.step_check_keys(execution_plan).items():
+            if len(keys) != 1 or keys[0].asset_key not in self.location.asset_by_key:
+                continue
+            (key,) = keys
+            is_resource = self.location.asset_by_key[key.asset_key].cell.is_resource
+            if key.name == SHELF_LIFE and is_resource:
+                now[step_key] = keys
+            elif key.name == INTACT and not is_resource:
+                if key.asset_key in cached_assets:
+                    now[step_key] = keys
+                elif key.asset_key in step_of:
+                    after[step_key] = (step_of[key.asset_key], keys)
+        return now, after
+
+    def _evaluate_checks(
+        self,
+        plan_context: _compat.PlanOrchestrationContext,
+        checks: Mapping[str, list[dg.AssetCheckKey]],
+        actual: Mapping[str, Instance],
+        *,
+        digest: bool,
+    ) -> Iterator[_compat.DagsterEvent]:
+        """An asset check evaluation for each check of `checks` (see `_checks_here`); the
+        intact check with digests or with the cheap checks (`is_intact`: sizes, no file read)."""
+        if not checks:
             return
-        sub_context, sub_plan = _compat.subset_context(
-            plan_context, execution_plan, to_run, self.inner
-        )
-        yield from self.inner.execute(sub_context, sub_plan)
+        run = plan_context.dagster_run
+        freshness = run_freshness(self.location, run.tags, run.run_config)
+        for step_key, keys in checks.items():
+            for key in keys:
+                cell = self.location.asset_by_key[key.asset_key].cell
+                if key.name == INTACT:
+                    by_pk = self.location.instances_for(key.asset_key, None, actual)
+                    passed, severity, metadata, description = intact_evaluation(
+                        self.location, by_pk, digest=digest
+                    )
+                else:
+                    passed, metadata, description = shelf_life_evaluation(
+                        self.location, cell, plan_context.instance, freshness
+                    )
+                    severity = dg.AssetCheckSeverity.WARN
+                metadata[T.CHECKED_BY_EXECUTOR] = True
+                yield _compat.check_evaluation_event(
+                    plan_context,
+                    step_key,
+                    key,
+                    passed=passed,
+                    severity=severity,
+                    metadata=metadata,
+                    description=description,
+                )
 
     def _summary(
         self,

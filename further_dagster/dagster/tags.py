@@ -47,6 +47,7 @@ RELEASES = "further/releases"
 STEP_INSTANCES = "further/step_instances"  # instances a multi-partition step covered
 STEP_HITS = "further/step_hits"  # of them, already stored
 SKIPPED_STEP = "further/skipped_step"
+CHECKED_BY_EXECUTOR = "further/checked_by_executor"  # a check evaluated without its step
 COMPUTED_BY_STEP = "further/computed_by_step"  # an upstream instance computed in another step
 TRACEBACK = "further/traceback"
 CACHED_STEPS = "further/cached_steps"

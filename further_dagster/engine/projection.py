@@ -92,11 +92,7 @@ def partition_keys(insts: Sequence[Instance]) -> list[str]:
     the text is longer than 100 characters or collides), the key gets `@` and the first 12
     characters of the instance's structural key.
     """
-    fields = [
-        name
-        for name in (type(insts[0].specs).model_fields if insts else {})
-        if len({repr(getattr(i.specs, name)) for i in insts}) > 1
-    ]
+    fields = _differing_fields(insts)
     texts = [
         "&".join(f"{name}={_value_text(getattr(i.specs, name))}" for name in fields) for i in insts
     ]
@@ -116,13 +112,19 @@ def partition_keys(insts: Sequence[Instance]) -> list[str]:
     return keys
 
 
-def _label(insts: Sequence[Instance], inst: Instance) -> str:
-    """The Specs that differ between a cell's instances, e.g. `alpha=0.1`."""
-    fields = [
+def _differing_fields(insts: Sequence[Instance]) -> list[str]:
+    """The Specs fields whose values differ between a cell's instances (declaration order)."""
+    if not insts:
+        return []
+    return [
         name
-        for name in type(inst.specs).model_fields
+        for name in type(insts[0].specs).model_fields
         if len({repr(getattr(i.specs, name)) for i in insts}) > 1
     ]
+
+
+def _label(fields: Sequence[str], inst: Instance) -> str:
+    """The differing Specs of one instance, e.g. `alpha=0.1` (its upstream if none differ)."""
     if fields:
         return ", ".join(f"{name}={getattr(inst.specs, name)!r}" for name in fields)
     return (
@@ -175,7 +177,8 @@ class Projection:
             if adopted is not None:
                 return adopted
         keys = partition_keys(insts)
-        labels = {k: _label(insts, i) for k, i in zip(keys, insts, strict=True)}
+        fields = _differing_fields(insts)  # once per cell: a sweep of n points is O(n)
+        labels = {k: _label(fields, i) for k, i in zip(keys, insts, strict=True)}
         parts = PartitionSet(f"{cell.project.name}__{cell.name}", keys, labels)
         return CellAsset(cell, parts, {k: [i] for k, i in zip(keys, insts, strict=True)})
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
+import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +20,9 @@ from further_dagster.core.instances import (
     CallContext,
     Instance,
     Resolver,
-    split_session_values,
     walk,
 )
-from further_dagster.core.params import has_var
+from further_dagster.core.params import VAR, has_var
 from further_dagster.core.project import Project, generation, resolve_cell
 from further_dagster.engine.compute import load
 from further_dagster.engine.modes import Mode, parse_mode
@@ -120,12 +122,22 @@ class Session:
         project_params: Mapping[str, Mapping[str, Any]] | None = None,
         opts: Mapping[str, Mapping[str, Any]] | None = None,
         freshness: Any = None,
+        project_init_label: str | Sequence[str] | None = None,
         **values: Any,
     ) -> Plan:
         """Resolve a call without running it (same arguments as `call`). Resource releases are
         resolved here (get_release() is called as the freshness policies require)."""
         target = resolve_cell(cell)
         graph = self.graph_for(target)
+        if project_init_label is not None:
+            project_params, specs, opts, freshness = _with_labels(
+                target.project,
+                project_init_label,
+                project_params,
+                specs,
+                opts,
+                freshness,
+            )
         all_params = {**(project_params or {})}
         if params:
             all_params[target.project.name] = {**all_params.get(target.project.name, {}), **params}
@@ -136,24 +148,33 @@ class Session:
                 self.store, cached.roots, swept=cached.swept, instances=cached.instances
             )
         releases = self._release_resolver(graph, freshness)
-        session_values = {"values": values, "params": all_params, "specs": dict(specs or {})}
         swept = has_var(values) or any(
             has_var(v) for group in (all_params, specs or {}) for v in group.values()
         )
+        sweep = _SessionSweep(graph, target, values, all_params, dict(specs or {}))
+        resolver = Resolver(graph)
+        root_opts = (opts or {}).get(target.full_name)
         roots = []
-        for combo in _expand_session(session_values):
-            context = CallContext(
-                params=combo["params"],
-                specs=combo["specs"],
-                opts=opts or {},
-                release_resolver=releases,
-            )
-            resolver = Resolver(graph, context)
-            roots.append(
-                resolver.instance(
-                    target, combo["values"], root_opts=(opts or {}).get(target.full_name)
+        with _no_gc():  # planning allocates millions of objects that are never cyclic garbage
+            for combo_values, combo_params, combo_specs, tags in sweep.combos():
+                context = CallContext(
+                    params=combo_params,
+                    specs=combo_specs,
+                    opts=opts or {},
+                    release_resolver=releases,
                 )
-            )
+                resolver.use(context, tags)
+                roots.append(resolver.instance(target, combo_values, root_opts=root_opts))
+            del resolver
+            return self._planned(plan_key, roots, swept, releases)
+
+    def _planned(
+        self,
+        plan_key: str,
+        roots: list[Instance],
+        swept: bool,
+        releases: ReleaseResolver,
+    ) -> Plan:
         instances = walk(roots)
         if not any(inst.cell.is_resource for inst in instances):
             # Releases must be resolved on every call; any other plan can be reused.
@@ -188,6 +209,7 @@ class Session:
         opts: Mapping[str, Mapping[str, Any]] | None = None,
         mode: str | Mode | None = None,
         freshness: Any = None,
+        project_init_label: str | Sequence[str] | None = None,
         retry_failed: bool = False,
         **values: Any,
     ) -> Contributions | list[Contributions]:
@@ -205,6 +227,10 @@ class Session:
                 `release(pin)`, `date_range(start, end)`) or its string form for every
                 resource, or {"project": policy, "project.cell": policy} (the most specific
                 wins). Never part of a key: only the resolved release is.
+            project_init_label: a label of the called cell's project (its `project_inits.yaml`),
+                or a list of labels to merge: their cell Specs, project params, Opts and
+                freshness apply to this call, above the callers' edge values and below this
+                call's own `params`, `specs`, `opts`, `freshness` and values.
             retry_failed: run again the instances this call reaches that are refused (they
                 failed `max_attempts` times, or returned wrong contributions): their failure
                 count is reset (recorded in their state) before they run.
@@ -222,6 +248,7 @@ class Session:
             project_params=project_params,
             opts=opts,
             freshness=freshness,
+            project_init_label=project_init_label,
             **values,
         )
         report = RunReport()
@@ -314,19 +341,138 @@ class _CachedPlan:
         )
 
 
-def _expand_session(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Cartesian product over every VAR in root values, params and addressed specs."""
-    flat = {
-        "values": values["values"],
-        **{f"params\x01{p}": v for p, v in values["params"].items()},
-        **{f"specs\x01{c}": v for c, v in values["specs"].items()},
-    }
-    combos = []
-    for combo in split_session_values(flat):
-        out: dict[str, Any] = {"values": combo.get("values", {}), "params": {}, "specs": {}}
-        for name, v in combo.items():
-            if "\x01" in name:
-                group, inner = name.split("\x01", 1)
-                out[group][inner] = v
-        combos.append(out)
-    return combos
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off (restored after): planning builds an object graph with
+    no cycles, which the collector would otherwise traverse again and again as it grows."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_Entry = tuple[str, Any, Any, Any]  # (kind, group, name or _WHOLE, value), in call order
+_WHOLE = object()
+
+
+class _SessionSweep:
+    """The Cartesian product over every VAR in root values, params and addressed specs (the
+    first VAR varies slowest), expanded once, with each combination's cell tags for a shared
+    `Resolver`: a cell's tag holds the option indices of the VARs that can change it (its
+    own addressed specs, a subscribed project's params, the same for every cell upstream)."""
+
+    def __init__(
+        self,
+        graph: DefinitionGraph,
+        target: type[Cell],
+        values: Mapping[str, Any],
+        params: Mapping[str, Any],
+        specs: Mapping[str, Any],
+    ) -> None:
+        entries: list[_Entry] = [("values", None, name, v) for name, v in values.items()]
+        for kind, groups in (("params", params), ("specs", specs)):
+            for group, value in groups.items():
+                if isinstance(value, Mapping):
+                    entries.extend((kind, group, name, v) for name, v in value.items())
+                else:
+                    entries.append((kind, group, _WHOLE, value))
+        self.entries = entries
+        self.swept = [i for i, e in enumerate(entries) if isinstance(e[3], VAR)]
+        self.tagged = self._tag_plan(graph, target) if self.swept else {}
+
+    def _tag_plan(self, graph: DefinitionGraph, target: type[Cell]) -> dict[type[Cell], list[int]]:
+        """cell -> positions (in `self.swept`) of the VARs that can change its instances."""
+        reachable: list[type[Cell]] = []
+        seen = {target}
+        stack = [target]
+        dependents: dict[type[Cell], list[type[Cell]]] = {}
+        while stack:
+            cell = stack.pop()
+            reachable.append(cell)
+            for dep in graph.targets[cell].values():
+                dependents.setdefault(dep, []).append(cell)
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+        tagged: dict[type[Cell], list[int]] = {}
+        for position, at in enumerate(self.swept):
+            kind, group, _, _ = self.entries[at]
+            if kind == "values":
+                continue  # root values are part of the root's cache key already
+            if kind == "specs":
+                sources = [c for c in reachable if c.full_name == group]
+            else:
+                sources = [c for c in reachable if c.project.name == group and c.project_params]
+            affected = set(sources)
+            pending = list(sources)
+            while pending:
+                for dependent in dependents.get(pending.pop(), ()):
+                    if dependent not in affected:
+                        affected.add(dependent)
+                        pending.append(dependent)
+            for cell in affected:
+                tagged.setdefault(cell, []).append(position)
+        return tagged
+
+    def combos(
+        self,
+    ) -> Iterator[
+        tuple[
+            dict[str, Any],
+            dict[str, Any],
+            dict[str, Any],
+            dict[type[Cell], tuple[int, ...]],
+        ]
+    ]:
+        """(root values, params, specs, tags) of every combination, in expansion order."""
+        entries, swept, tagged = self.entries, self.swept, self.tagged
+        options = [entries[at][3].values for at in swept]
+        slot = {at: position for position, at in enumerate(swept)}
+        for indices in itertools.product(*(range(len(o)) for o in options)):
+            out: dict[str, dict[str, Any]] = {"values": {}, "params": {}, "specs": {}}
+            for at, (kind, group, name, value) in enumerate(entries):
+                position = slot.get(at)
+                if position is not None:
+                    value = options[position][indices[position]]
+                if kind == "values":
+                    out["values"][name] = value
+                elif name is _WHOLE:
+                    out[kind][group] = value
+                else:
+                    out[kind].setdefault(group, {})[name] = value
+            tags = {cell: tuple([indices[p] for p in ps]) for cell, ps in tagged.items()}
+            yield out["values"], out["params"], out["specs"], tags
+
+
+def _with_labels(
+    project: Project,
+    chosen: str | Sequence[str],
+    project_params: Mapping[str, Mapping[str, Any]] | None,
+    specs: Mapping[str, Mapping[str, Any]] | None,
+    opts: Mapping[str, Mapping[str, Any]] | None,
+    freshness: Any,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]], Any]:
+    """The call's arguments with the selected labels of `project` merged in below them."""
+    selection = project.select_labels(chosen)
+    name = project.name
+    params = {k: dict(v) for k, v in (project_params or {}).items()}
+    params[name] = {**selection.project_specs, **params.get(name, {})}
+    merged_specs = {k: dict(v) for k, v in (specs or {}).items()}
+    for cell, values in selection.cell_specs.items():
+        key = f"{name}.{cell}"
+        merged_specs[key] = {**values, **merged_specs.get(key, {})}
+    merged_opts = {k: dict(v) for k, v in (opts or {}).items()}
+    for cell, values in selection.opts.items():
+        key = f"{name}.{cell}"
+        merged_opts[key] = {**values, **merged_opts.get(key, {})}
+    if selection.freshness:
+        labelled = normalize_freshness(
+            {f"{name}.{cell}": policy for cell, policy in selection.freshness.items()},
+            where=f"project_init_label {chosen!r}",
+        )
+        given = normalize_freshness(freshness, where="freshness=")
+        freshness = labelled.merged(given) if given else labelled
+    return params, merged_specs, merged_opts, freshness

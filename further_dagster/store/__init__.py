@@ -14,9 +14,10 @@ contribution. Records on disk are the pydantic models in `records`; every path c
 from __future__ import annotations
 
 from further_dagster.settings import store_root as resolve_root
-from further_dagster.store.artifact_store import ArtifactStore, Audit
+from further_dagster.store.artifact_store import ArtifactStore
 from further_dagster.store.base import ComputeFn, Expected, Outcome, Store, StoredKey
 from further_dagster.store.codecs import Codec, register_codec
+from further_dagster.store.reading import Audit
 from further_dagster.store.records import Manifest, Provenance, ReleaseObservation, State
 from further_dagster.store.release_history import ReleaseHistory
 

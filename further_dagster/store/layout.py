@@ -18,6 +18,9 @@ change to one file. Nothing here touches the filesystem: callers stat, read and 
 <root>/.releases/<project>/<cell>/<skey>.jsonl
                                     observed releases of one resource instance (skey = its
                                     structural key, stable across releases), one JSON line each
+                                    time the release changes
+<root>/.releases/<project>/<cell>/<skey>.last.json
+                                    the latest observation (LastSeen), rewritten atomically
 ```
 
 Names are validated before any path is built: a project, cell or contribution name must be a
@@ -49,6 +52,7 @@ DAMAGED_PREFIX = "damaged-"
 REASON_NAME = "reason.json"
 RELEASES_DIR = ".releases"  # starts with a dot: no project (an identifier) can collide with it
 RELEASES_SUFFIX = ".jsonl"
+LAST_SEEN_SUFFIX = ".last.json"
 
 # core/names.py reserves the records' stems as contribution names; they must stay in step.
 assert {MANIFEST_NAME, PROVENANCE_NAME} == {f"{n}.json" for n in STORE_RECORD_NAMES}
@@ -243,3 +247,11 @@ def release_history_path_str(root: str, project: str, cell: str, skey: str) -> s
     if type(skey) is not str or _KEY.fullmatch(skey) is None:
         validate_key(skey)
     return cell_dir_prefix(os.path.join(root, RELEASES_DIR), project, cell) + skey + RELEASES_SUFFIX
+
+
+def release_last_seen_path_str(root: str, project: str, cell: str, skey: str) -> str:
+    """`<root>/.releases/<project>/<cell>/<skey>.last.json`: the latest observation of one
+    resource instance (rewritten atomically on each observation of an unchanged release, so the
+    history file grows only when the release changes)."""
+    path = release_history_path_str(root, project, cell, skey)
+    return path[: -len(RELEASES_SUFFIX)] + LAST_SEEN_SUFFIX

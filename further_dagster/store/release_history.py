@@ -1,14 +1,20 @@
 """The observed releases of each resource instance: one JSON-lines file per structural key.
 
 Every answer of `get_release()` (from a Session, a Dagster observation or the release sensor) is
-appended as one `ReleaseObservation` line with a single `write` on an `O_APPEND` descriptor, so
-concurrent writers (threads, processes, hosts on one filesystem) never interleave inside a line.
-Freshness policies read the history to decide which release to use without calling get_release.
+kept in a small "last seen" record beside the history (`<skey>.last.json`, rewritten atomically),
+and the history file grows only when the release differs from the last one seen: the first
+observation of a release is appended as one `ReleaseObservation` line (a single `write` on an
+`O_APPEND` descriptor, so concurrent writers never interleave inside a line), and the last
+observation of the previous release is flushed as a line just before it. A sensor re-observing
+the same release every tick therefore rewrites one tiny file instead of appending a line.
+`read()` returns the lines plus the last-seen observation, so a policy still knows when the
+current release was last observed (`current(shelf_life)` needs it). Freshness policies read the
+history to decide which release to use without calling get_release.
 
-The file grows by one short line per observation; past `COMPACT_BYTES` it is rewritten keeping the
-first and the last observation of each release (all a policy ever needs), through a temporary
-file and one rename. An observation appended by another process during that rewrite may be lost:
-that costs a policy one extra get_release() call, never a wrong result.
+Past `COMPACT_BYTES` the file is rewritten keeping the first and the last observation of each
+release (all a policy ever needs), through a temporary file and one rename. An observation
+recorded by another process during that rewrite, or two writers racing on the last-seen record,
+may lose an observation: that costs a policy one extra get_release() call, never a wrong result.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from further_dagster import settings
 from further_dagster.store import layout
@@ -27,6 +33,16 @@ from further_dagster.store.records import ReleaseObservation, write_atomic
 log = logging.getLogger("further.store")
 
 COMPACT_BYTES = 256 * 1024
+
+
+class LastSeen(BaseModel):
+    """The latest observation of one resource instance, and whether it is already a line of
+    the history file (the first observation of a release is)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    observation: ReleaseObservation
+    logged: bool = False
 
 
 class ReleaseHistory:
@@ -50,10 +66,45 @@ class ReleaseHistory:
         observed_at: dt.datetime,
         source: str = "session",
     ) -> ReleaseObservation:
-        """Append one observation (creating the file and its directories if needed)."""
+        """Record one observation: a new last-seen record; a history line (with the last
+        observation of the previous release before it) only when the release changed."""
         obs = ReleaseObservation(release=release, observed_at=observed_at, source=source)
+        last = self.last_seen(project, cell, skey)
+        if last is not None and last.observation.release == release:
+            if observed_at >= last.observation.observed_at:
+                self._write_last_seen(project, cell, skey, LastSeen(observation=obs))
+            return obs
+        lines = [obs]
+        if last is not None and not last.logged:
+            lines.insert(0, last.observation)
+        self._append(project, cell, skey, lines)
+        self._write_last_seen(project, cell, skey, LastSeen(observation=obs, logged=True))
+        return obs
+
+    def last_seen(self, project: str, cell: str, skey: str) -> LastSeen | None:
+        """The last-seen record of the instance, if any (an unreadable one counts as none)."""
+        path = layout.release_last_seen_path_str(self._root_str, project, cell, skey)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        try:
+            return LastSeen.model_validate_json(data)
+        except ValidationError:
+            log.warning("%s is not a last-seen record; ignored", path)
+            return None
+
+    def _write_last_seen(self, project: str, cell: str, skey: str, last: LastSeen) -> None:
+        path = Path(layout.release_last_seen_path_str(self._root_str, project, cell, skey))
+        write_atomic(path, last.model_dump_json().encode("utf-8"))
+
+    def _append(
+        self, project: str, cell: str, skey: str, observations: list[ReleaseObservation]
+    ) -> None:
+        """Append lines with one `write` (creating the file and its directories if needed)."""
         path = layout.release_history_path_str(self._root_str, project, cell, skey)
-        line = obs.model_dump_json().encode("utf-8") + b"\n"
+        line = b"".join(o.model_dump_json().encode("utf-8") + b"\n" for o in observations)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except FileNotFoundError:
@@ -66,10 +117,18 @@ class ReleaseHistory:
             os.close(fd)
         if size > COMPACT_BYTES:
             self.compact(project, cell, skey)
-        return obs
 
     def read(self, project: str, cell: str, skey: str) -> list[ReleaseObservation]:
-        """Every observation, oldest first; an unreadable line (a torn write) is skipped."""
+        """The observations kept (the history lines and the last-seen one), oldest first; an
+        unreadable line (a torn write) is skipped."""
+        found = self._read_lines(project, cell, skey)
+        last = self.last_seen(project, cell, skey)
+        if last is not None and last.observation not in found:
+            found.append(last.observation)
+        found.sort(key=lambda o: o.observed_at)
+        return found
+
+    def _read_lines(self, project: str, cell: str, skey: str) -> list[ReleaseObservation]:
         path = self.path(project, cell, skey)
         try:
             data = path.read_bytes()
@@ -83,13 +142,12 @@ class ReleaseHistory:
                 found.append(ReleaseObservation.model_validate_json(line))
             except ValidationError:
                 log.warning("%s:%d is not a release observation; skipped", path, number)
-        found.sort(key=lambda o: o.observed_at)
         return found
 
     def compact(self, project: str, cell: str, skey: str) -> None:
         """Keep the first and the last observation of each release."""
         kept: dict[str, list[ReleaseObservation]] = {}
-        for obs in self.read(project, cell, skey):
+        for obs in self._read_lines(project, cell, skey):
             ends = kept.setdefault(obs.release, [obs, obs])
             if obs.observed_at < ends[0].observed_at:
                 ends[0] = obs
@@ -100,4 +158,4 @@ class ReleaseHistory:
         write_atomic(self.path(project, cell, skey), payload)
 
 
-__all__ = ["COMPACT_BYTES", "ReleaseHistory"]
+__all__ = ["COMPACT_BYTES", "LastSeen", "ReleaseHistory"]

@@ -420,6 +420,23 @@ def test_asset_page_of_the_swept_cell(server, chromium):
     assert_not_blank(page)
 
 
+def test_partitions_page_shows_readable_partition_keys(server, chromium):
+    from example_project.cells import ALPHAS
+
+    page = render(chromium, server, "/assets/example/fit?view=partitions", "fit_partitions")
+    readable = [f"alpha={a}" for a in ALPHAS]
+    assert readable == ["alpha=0.01", "alpha=0.1", "alpha=1.0", "alpha=10.0"]
+    assert_rendered(
+        page,
+        ["example", "fit", "4 Partitions Selected", "Materialized (4)", "Missing (0)", *readable],
+    )
+    # listed in the sweep's order, and no partition is named by a hex hash (issue #9)
+    listed = re.findall(r"alpha=[0-9.]+", page.text)
+    assert list(dict.fromkeys(listed)) == readable, listed
+    assert not re.search(r"\b[0-9a-f]{12,}\b", page.text), page.text[:3000]
+    assert_not_blank(page)
+
+
 def test_global_asset_lineage(server, chromium):
     page = render(chromium, server, "/asset-groups", "global_lineage")
     assert_rendered(page, ["Global asset lineage", *CELLS])

@@ -185,6 +185,15 @@ def test_a_release_reaching_two_partitions_definitions_requests_one_backfill(ins
     assert pairs == expected  # not side, static or the feed
 
 
+def _asset_steps(events):
+    """The steps started (asset steps, not the shipped asset checks' steps)."""
+    return [
+        e.step_key
+        for e in events
+        if e.event_type_value == "STEP_START" and not e.step_key.endswith("_stored_result_intact")
+    ]
+
+
 def _run(instance, attribute, selection, tags):
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
@@ -206,7 +215,7 @@ def test_the_requested_run_recomputes_exactly_the_new_instances(instance, calls)
     (request,) = ticker.tick().run_requests
     before = calls.count()
     events = _run(instance, "summary_defs", request.asset_selection, dict(request.tags))
-    started = sorted(e.step_key for e in events if e.event_type_value == "STEP_START")
+    started = sorted(_asset_steps(events))
     assert started == ["dag_res__scaled", "dag_res__summary"]
     assert calls.count("feed") == 2 and calls.count("scaled") == 6  # one new feed read
     assert calls.count() - before == 1 + 3 + 1
@@ -228,14 +237,12 @@ def test_the_run_tag_overrides_freshness_for_the_whole_run(instance, calls):
     RELEASES["a"] = "r2"
     events = _run(instance, "summary_defs", [SUMMARY], {"further/freshness": "present"})
     # present: the stored r1 is used, so the whole step is a cache hit and nothing is read
-    assert [e for e in events if e.event_type_value == "STEP_START"] == []
+    assert _asset_steps(events) == []
     assert calls.count("feed") == 1
     events = _run(
         instance, "summary_defs", [SUMMARY], {"further/freshness": '{"dag_res.feed": "latest"}'}
     )
-    assert [e.step_key for e in events if e.event_type_value == "STEP_START"] == [
-        "dag_res__summary"
-    ]
+    assert _asset_steps(events) == ["dag_res__summary"]
     assert calls.count("feed") == 2
 
 
@@ -297,3 +304,134 @@ def test_the_sensor_cursor_names_instances_and_a_restart_reports_no_change(insta
     restarted = Ticker(defs, instance)
     result = restarted.tick()
     assert not result.run_requests and _skip(result) == "no release changed"
+
+
+def _record(instance, result):
+    """Record a SensorResult's asset events the way the daemon does (in order, runless)."""
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+
+
+def _latest(instance, key, pk):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1
+    ).records
+    return records[0].asset_materialization
+
+
+def _statuses(instance, defs):
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    resolver = get_stale_status_resolver(instance, list(defs.assets))
+    out = {}
+    for key in (SCALED, SUMMARY):
+        asset = location_of(defs).asset_by_key[key]
+        pks = asset.partitions.keys if asset.partitions is not None else [None]
+        for pk in pks:
+            out[(key.to_user_string(), pk)] = resolver.get_status(key, pk)
+    return out
+
+
+def test_a_switch_back_to_a_stored_release_reports_hits_and_marks_nothing_stale(instance, calls):
+    from dagster._core.definitions.data_version import StaleStatus
+
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")  # r1 stored, never materialized in Dagster
+    ticker = Ticker(defs, instance)
+    first = ticker.tick()  # first sight of r1: all stored, so Dagster is told with hits
+    assert first.run_requests == []
+    hits = [e for e in first.asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert len(hits) == 4  # three scaled partitions, then summary
+    assert hits[-1].asset_key == SUMMARY
+    assert all(h.metadata["further/cache"].value == "hit" for h in hits)
+    for h in hits:
+        assert h.tags["dagster/data_version"] == h.metadata["further/logic_key"].value
+    _record(instance, first)
+    assert set(_statuses(instance, defs).values()) == {StaleStatus.FRESH}
+
+    RELEASES["a"] = "r2"
+    changed = ticker.tick()
+    _record(instance, changed)
+    statuses = _statuses(instance, defs)
+    # Dagster marks stale what the new observation reaches directly (summary's own inputs,
+    # the scaled partitions, have not changed in Dagster yet)
+    assert {k: v for k, v in statuses.items() if k[0] == "dag_res/scaled"} == {
+        ("dag_res/scaled", pk): StaleStatus.STALE for pk in _partitions(defs, SCALED)
+    }
+    (request,) = changed.run_requests
+    _run(instance, "summary_defs", request.asset_selection, dict(request.tags))
+    assert set(_statuses(instance, defs).values()) == {StaleStatus.FRESH}
+    r2_versions = {pk: _latest(instance, SCALED, pk).tags for pk in _partitions(defs, SCALED)}
+
+    RELEASES["a"] = "r1"  # back to a release whose results are all stored
+    computed = calls.count()
+    back = ticker.tick()
+    assert back.run_requests == [] and "every instance it reaches is stored" in _skip(back)
+    assert "4 cache hit(s)" in _skip(back)
+    observation, *hits = back.asset_events
+    assert isinstance(observation, dg.AssetObservation)
+    assert [(h.asset_key, h.partition) for h in hits] == [
+        *((SCALED, pk) for pk in _partitions(defs, SCALED)),
+        (SUMMARY, None),
+    ]
+    assert hits[-1].tags["dagster/input_data_version/dag_res/scaled"].startswith("partitions:")
+    assert hits[0].tags["dagster/input_data_version/dag_res/feed"] == "r1"
+    # the summary points at the earlier r1 records of scaled (its own hits come after the tick)
+    pointer = hits[-1].tags["dagster/input_event_pointer/dag_res/scaled"]
+    assert pointer != _compat.NULL_EVENT_POINTER and int(pointer) > 0
+    assert list(hits[-1].metadata["further/releases"].value.values()) == ["r1"]
+    _record(instance, back)
+    assert calls.count() == computed  # nothing computed, nothing read
+    statuses = _statuses(instance, defs)
+    assert set(statuses.values()) == {StaleStatus.FRESH}, statuses
+    for pk, tags in r2_versions.items():
+        now = _latest(instance, SCALED, pk)
+        assert now.tags["dagster/data_version"] != tags["dagster/data_version"]
+        assert now.metadata["further/cache"].value == "hit"
+    # nothing new: the next tick reports nothing
+    again = ticker.tick()
+    assert again.asset_events == [] and again.run_requests == []
+
+
+def test_current_shelf_life_asks_get_release_at_most_once_per_shelf_life(instance, monkeypatch):
+    from further_dagster import build_definitions, current
+
+    defs = build_definitions(
+        resource_defs.dag_res,
+        calls=[("dag_res.summary", {})],
+        executor=resource_defs._in_process,
+        freshness=current(3600),
+    )
+    asked = []
+    original = resource_defs.Feed.get_release.__func__
+
+    def counting(cls, specs):
+        asked.append(specs.name)
+        return original(cls, specs)
+
+    monkeypatch.setattr(resource_defs.Feed, "get_release", classmethod(counting))
+    ticker = Ticker(defs, instance)
+    first = ticker.tick()  # nothing stored yet: asks, and requests the run
+    assert asked == ["a"] and first.run_requests
+    Session(progress=False).call("dag_res.summary")  # the run's results, stored at r1
+    assert asked == ["a", "a"]  # the Session's own latest() asked again
+    RELEASES["a"] = "r2"  # not noticed within the shelf life
+    for _ in range(3):
+        result = ticker.tick()
+        assert result.run_requests == [] and result.asset_events == []
+        assert _skip(result) == "no release changed"
+    assert asked == ["a", "a"]  # the stored result and a fresh observation: no get_release
+    # once the shelf life has passed, one tick asks once and sees the new release
+    import datetime as dt
+
+    from further_dagster.dagster.sensor import evaluate_releases
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    expired = evaluate_releases(
+        location_of(defs), ticker.cursor, clock=lambda: later, instance=instance
+    )
+    assert asked == ["a", "a", "a"] and expired.run_requests
+    # (until r2's result is stored the policy asks on each tick: it reuses stored releases only)
+    Session(progress=False).call("dag_res.summary")  # the requested run's results, at r2
+    again = evaluate_releases(location_of(defs), expired.cursor, clock=lambda: later)
+    assert len(asked) == 4 and not again.run_requests  # the Session asked, the sensor did not

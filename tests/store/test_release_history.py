@@ -79,3 +79,50 @@ def test_compaction_keeps_first_and_last_observation_of_each_release(tmp_path, m
     assert max(by_release["r1"]) == T0 + dt.timedelta(minutes=29)
     assert max(by_release["r2"]) == T0 + dt.timedelta(minutes=39)
     assert len(found) < 40
+
+
+def test_an_unchanged_release_updates_the_last_seen_record_not_the_history(tmp_path):
+    history = ReleaseHistory(tmp_path)
+    for i in range(10):
+        history.record("proj", "feed", KEY, "r1", T0 + dt.timedelta(minutes=i), "sensor")
+    path = history.path("proj", "feed", KEY)
+    assert len(path.read_text().splitlines()) == 1  # only the first observation of r1
+    last = history.last_seen("proj", "feed", KEY)
+    assert last is not None and last.observation.observed_at == T0 + dt.timedelta(minutes=9)
+    assert layout.release_last_seen_path_str(str(tmp_path), "proj", "feed", KEY).endswith(
+        f"{KEY}.last.json"
+    )
+    # read() still says when the current release was last observed
+    found = history.read("proj", "feed", KEY)
+    assert [(o.release, o.observed_at) for o in found] == [
+        ("r1", T0),
+        ("r1", T0 + dt.timedelta(minutes=9)),
+    ]
+    # a change flushes the last observation of r1, then the first of r2
+    history.record("proj", "feed", KEY, "r2", T0 + dt.timedelta(minutes=10), "sensor")
+    history.record("proj", "feed", KEY, "r2", T0 + dt.timedelta(minutes=11), "sensor")
+    history.record("proj", "feed", KEY, "r1", T0 + dt.timedelta(minutes=12), "sensor")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["release"], r["observed_at"][14:16]) for r in lines] == [
+        ("r1", "00"),
+        ("r1", "09"),
+        ("r2", "10"),
+        ("r2", "11"),
+        ("r1", "12"),
+    ]
+    found = history.read("proj", "feed", KEY)
+    assert len(found) == 5 and found[-1].release == "r1"
+
+
+def test_compaction_keeps_ends_with_last_seen_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(release_history, "COMPACT_BYTES", 1500)
+    history = ReleaseHistory(tmp_path)
+    for i in range(60):
+        history.record("proj", "feed", KEY, f"r{i // 3}", T0 + dt.timedelta(minutes=i))
+    found = history.read("proj", "feed", KEY)
+    ends = {}
+    for o in found:
+        ends.setdefault(o.release, []).append(o.observed_at)
+    for n in range(20):
+        first, last = T0 + dt.timedelta(minutes=3 * n), T0 + dt.timedelta(minutes=3 * n + 2)
+        assert min(ends[f"r{n}"]) == first and max(ends[f"r{n}"]) == last
