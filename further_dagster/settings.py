@@ -367,20 +367,7 @@ def shared_store(explicit: bool | None = None, *, environ: Mapping[str, str] | N
         if not isinstance(explicit, bool):
             _refuse("shared", repr(explicit), "it must be True or False")
         return explicit
-    raw = _environ(environ).get(ENV_SHARED_STORE)
-    if not raw:
-        return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    _refuse(
-        ENV_SHARED_STORE,
-        repr(raw),
-        "it must be 1, true, yes or on (the root is shared between users) or 0, false, no or off",
-        "Unset it for the default, 0.",
-    )
+    return _flag(ENV_SHARED_STORE, environ, "the root is shared between users")
 
 
 def fsync(explicit: bool | None = None, *, environ: Mapping[str, str] | None = None) -> bool:
@@ -398,7 +385,15 @@ def fsync(explicit: bool | None = None, *, environ: Mapping[str, str] | None = N
         if not isinstance(explicit, bool):
             _refuse("fsync", repr(explicit), "it must be True or False")
         return explicit
-    raw = _environ(environ).get(ENV_FSYNC)
+    return _flag(ENV_FSYNC, environ, "fsync every commit")
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _flag(name: str, environ: Mapping[str, str] | None, meaning: str) -> bool:
+    """A boolean variable: unset or empty is False; 1/true/yes/on or 0/false/no/off."""
+    raw = _environ(environ).get(name)
     if not raw:
         return False
     value = raw.strip().lower()
@@ -407,14 +402,11 @@ def fsync(explicit: bool | None = None, *, environ: Mapping[str, str] | None = N
     if value in _FALSE:
         return False
     _refuse(
-        ENV_FSYNC,
+        name,
         repr(raw),
-        "it must be 1, true, yes or on (fsync every commit) or 0, false, no or off",
+        f"it must be 1, true, yes or on ({meaning}) or 0, false, no or off",
         "Unset it for the default, 0.",
     )
-
-
-# --- validation ---------------------------------------------------------------------------
 
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:

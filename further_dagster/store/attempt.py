@@ -55,7 +55,7 @@ from further_dagster.store.base import ComputeFn
 from further_dagster.store.cell_log import CellLog, capture_cell_log
 from further_dagster.store.codecs import encode_value
 from further_dagster.store.durability import fsync_dir, fsync_tree
-from further_dagster.store.lease import Lease
+from further_dagster.store.lease import Lease, remove_stale_temporaries
 from further_dagster.store.provenance import process_facts
 from further_dagster.store.records import (
     ErrorInfo,
@@ -558,49 +558,3 @@ class Attempt:
             state_path=str(self.state_file),
             remote_traceback=failed.error.traceback,
         )
-
-
-def _is_token(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
-
-
-def remove_stale_temporaries(inst: Path, lease: Lease) -> None:
-    """Remove what earlier attempts left, never what a live one may still be writing.
-
-    Called while holding `lease`. A `result.tmp-<token>` of another attempt is removed only if
-    its owner's lease is over (we hold the lease now) and its mtime, which the owner's
-    heartbeat touches, is older than the lease, or if its owner is the holder whose death this
-    machine just proved. A temporary whose name carries no lease token (older versions, or made
-    by hand) and stray record temp files (written only under the guard, by the holder) go too.
-    """
-    holder = lease.holder
-    dead = holder.record.token if holder and holder.dead and holder.record else None
-    now = time.time()
-    with os.scandir(inst) as entries:
-        for entry in entries:
-            name = entry.name
-            if layout.is_result_tmp_name(name):
-                token = name[len(layout.RESULT_TMP_PREFIX) :]
-                if token == lease.token:
-                    continue
-                if _is_token(token) and token != dead and not _older(entry, now, lease.lease_s):
-                    continue  # its owner may be a stalled holder that resumes: leave it be
-                _remove(entry)
-            elif name.startswith(".") and ".tmp-" in name:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-
-
-def _older(entry: os.DirEntry[str], now: float, seconds: float) -> bool:
-    try:
-        return now - entry.stat(follow_symlinks=False).st_mtime > seconds
-    except FileNotFoundError:
-        return True
-
-
-def _remove(entry: os.DirEntry[str]) -> None:
-    if entry.is_dir(follow_symlinks=False):
-        shutil.rmtree(entry.path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            os.unlink(entry.path)
