@@ -14,6 +14,16 @@ it again at the end in that case. A 100-point sweep of a trivial cell (bench/slu
 
 Columns: sbatch calls (from accounting), submission time (summed over sbatch calls),
 wall time, and each ratio against the baseline of the same part, measured in this process.
+
+    .venv/bin/python bench/bench_slurm.py --static      # the 3-level sweep and task imports
+
+(c) a 3-level sweep (`bench_grid`: load -> fit -> score, each over a 10 x 10 grid, 300
+    instances): the static chapter in one pass with Slurm's dependencies, against one wave
+    of ready instances at a time (`SlurmSettings(dependencies=False)`, the baseline);
+(d) what a task pays to import the cells of example_project (README layout: the package's
+    `__init__` calls build_definitions): importing `example_project.cells` the ordinary way
+    (the package, hence Dagster: what a task did before) against the task's own import
+    (the package entered bare), each in a fresh interpreter, median of 5.
 """
 
 from __future__ import annotations
@@ -123,6 +133,76 @@ def bench_dagster(root: Path, array: bool, instance: Any) -> dict[str, Any]:
             "steps": steps}  # fmt: skip
 
 
+def bench_grid(root: Path, dependencies: bool) -> dict[str, Any]:
+    from bench.slurm_sweep_cells import GRID, Score
+    from further_dagster import Session
+    from further_dagster.engine import Mode, run_missing
+    from further_dagster.engine.backends.slurm import SlurmSettings, Submission
+
+    session = Session(root=root, progress=False)
+    missing = session.plan(Score, params=GRID).missing
+    seconds: list[float] = []
+
+    def on_submit(submission: Submission) -> None:
+        seconds.append(submission.seconds)
+
+    before = sbatch_calls()
+    start = time.perf_counter()
+    settings = SlurmSettings(
+        dependencies=dependencies, on_submit=on_submit, folder=root / "jobs", poll_s=0.2
+    )
+    report = run_missing(session.store, missing, mode=Mode.SLURM, slurm=settings)
+    wall = time.perf_counter() - start
+    assert len(report.computed) == len(missing), report.summary()
+    return {"sbatch": len(sbatch_calls() - before), "submit_s": sum(seconds), "wall_s": wall}
+
+
+_IMPORT = """
+import sys, time
+sys.path.insert(0, {root!r})
+start = time.perf_counter()
+if {bare!r}:
+    from further_dagster.engine.backends.slurm_task import _enter_bare
+    _enter_bare(("example_project",))
+import example_project.cells
+print(time.perf_counter() - start, "dagster" in sys.modules)
+"""
+
+
+def import_seconds(bare: bool) -> tuple[float, bool]:
+    import statistics
+
+    runs = []
+    for _ in range(5):
+        code = _IMPORT.format(root=str(ROOT), bare=bare)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.split()
+        runs.append((float(out[0]), out[1] == "True"))
+    return statistics.median(r[0] for r in runs), runs[0][1]
+
+
+def run_static(tmp: Path) -> None:
+    bench_grid(tmp / "warm", dependencies=True)  # warm-up
+    print("(c) a 3-level sweep, 10 x 10 points over 3 chained cells (300 instances)\n")
+    print("| variant | sbatch calls | submit s | ratio | wall s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = bench_grid(tmp / "waves", dependencies=False)
+    one = bench_grid(tmp / "one-pass", dependencies=True)
+    print(row("one array per wave (baseline)", base, base))
+    print(row("one pass, --dependency between arrays", one, base))
+    print("\n(d) a task importing example_project's cells (fresh interpreter, median of 5)\n")
+    print("| import | seconds | imports dagster | ratio |")
+    print("|---|---:|---|---:|")
+    before, dagster_before = import_seconds(bare=False)
+    after, dagster_after = import_seconds(bare=True)
+    print(f"| the package, then its cells (before) | {before:.2f} | {dagster_before} | 1.00x |")
+    print(
+        f"| the cells, package entered bare (a task now) | {after:.2f} | {dagster_after} | "
+        f"{after / before:.2f}x |"
+    )
+
+
 def row(name: str, r: dict[str, Any], base: dict[str, Any]) -> str:
     def ratio(k: str) -> str:
         return f"{r[k] / base[k]:.2f}x" if base[k] else "-"
@@ -142,7 +222,10 @@ def main() -> None:
     export_cluster_env()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-slurm-", dir="/tmp") as tmp:
-            run(Path(tmp))
+            if "--static" in sys.argv[1:]:
+                run_static(Path(tmp))
+            else:
+                run(Path(tmp))
     finally:
         if started_cluster:
             cluster("stop")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from further_dagster import VAR, Cell, Project, Req, Specs
+from further_dagster import VAR, Cell, Project, ProjectParams, Req, Specs
 
 N = int(os.environ.get("FURTHER_BENCH_SWEEP", "100"))
 bench_sweep = Project("bench_sweep", description=f"a {N}-point sweep of a trivial cell")
@@ -37,3 +37,51 @@ class Total(Cell, project=bench_sweep):
 
     def make(self):
         return {"value": sum(p.value for p in self.inputs["points"])}
+
+
+# --- the 3-level sweep of `bench_slurm.py --static`: 10 x 10 points over 3 chained cells ----
+
+SIDE = int(os.environ.get("FURTHER_BENCH_SIDE", "10"))
+GRID = {"i": VAR(list(range(SIDE))), "j": VAR(list(range(SIDE)))}
+
+
+class GridParams(ProjectParams):
+    i: int = 0
+    j: int = 0
+
+
+bench_grid = Project("bench_grid", params=GridParams, description="3 cells over a 10x10 grid")
+
+
+class GridSpecs(Specs):
+    i: int = 0
+    j: int = 0
+
+
+class Load(Cell, project=bench_grid):
+    Specs = GridSpecs
+    project_params = ("i", "j")
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": self.specs.i * SIDE + self.specs.j}
+
+
+class Fit(Cell, project=bench_grid):
+    Specs = GridSpecs
+    project_params = ("i", "j")
+    req_cells = {"load": Req("load")}
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": self.inputs["load"].value + 1}
+
+
+class Score(Cell, project=bench_grid):
+    Specs = GridSpecs
+    project_params = ("i", "j")
+    req_cells = {"fit": Req("fit")}
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": self.inputs["fit"].value * 2}

@@ -3,6 +3,7 @@ and the instrument's noise floor measured from a data file in the repository.
 
 raw_data -> features -> split -> fit (alpha swept) -> report
                    features, split -> baseline -> report
+                   features, split -> bootstrap (an incrementing cell: resampled baseline)
 measurements (resource cell over data/measurements.csv) -> calibration -> report
 
 Editing data/measurements.csv is a new release of `measurements`: only `calibration` and `report`
@@ -19,6 +20,8 @@ import pandas as pd
 from further_dagster import (
     VAR,
     Cell,
+    IncrementingCell,
+    Increments,
     Project,
     ProjectParams,
     Req,
@@ -161,6 +164,28 @@ class Baseline(Cell, project=example):
         train, test = self.inputs["split"].train_idx, self.inputs["split"].test_idx
         mean = float(y[train].mean())
         return {"metrics": {"test_rmse": _rmse(y[test], np.full(len(test), mean))}}
+
+
+class Bootstrap(IncrementingCell, project=example):
+    """The baseline's test RMSE, resampled: each increment adds one bootstrap replicate, so
+    asking for more increments narrows the interval without redoing the stored ones."""
+
+    logic_version = 1
+    increments = Increments(at_least=5)  # a call or a run asks for more: Increments(more=20)
+    req_cells = {"features": Req("features"), "split": Req("split")}
+    contributions = {"rmses": list, "low": float, "high": float}
+
+    def make_increment(self, previous):
+        y = self.inputs["features"].target
+        train, test = self.inputs["split"].train_idx, self.inputs["split"].test_idx
+        sample = np.random.default_rng(self.increment).choice(test, size=len(test))
+        rmse = _rmse(y[sample], np.full(len(sample), float(y[train].mean())))
+        rmses = [*(previous.rmses if previous is not None else []), rmse]
+        return {
+            "rmses": rmses,
+            "low": float(np.quantile(rmses, 0.05)),
+            "high": float(np.quantile(rmses, 0.95)),
+        }
 
 
 class Measurements(ResourceCell, project=example):

@@ -11,16 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 from further_dagster import errors
 from further_dagster.core import (
+    CONST,
+    DYN,
+    ITER,
+    RAND,
+    STUB,
     VAR,
     Cell,
     Contributions,
+    IncrementingCell,
+    Increments,
     Instance,
     Opts,
     Project,
     ProjectParams,
+    RecursiveUnit,
     Req,
     ResourceCell,
     Specs,
+    Transformer,
     current,
     date_range,
     file_release,
@@ -28,6 +37,7 @@ from further_dagster.core import (
     present,
     release,
 )
+from further_dagster.core.query import QUERY
 from further_dagster.engine import Mode, Plan, RunReport, Session
 from further_dagster.slurm.spec import SlurmSpec
 from further_dagster.store import ArtifactStore
@@ -38,22 +48,32 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONST",
+    "QUERY",
+    "DYN",
+    "ITER",
+    "RAND",
+    "STUB",
     "VAR",
     "ArtifactStore",
     "Cell",
     "Contributions",
+    "IncrementingCell",
+    "Increments",
     "Instance",
     "Mode",
     "Opts",
     "Plan",
     "Project",
     "ProjectParams",
+    "RecursiveUnit",
     "Req",
     "ResourceCell",
     "RunReport",
     "Session",
     "SlurmSpec",
     "Specs",
+    "Transformer",
     "__version__",
     "build_definitions",
     "current",

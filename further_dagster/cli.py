@@ -20,6 +20,17 @@ further-dagster retry [--root R] project.cell KEY
     lets a refused key (it failed FURTHER_MAX_ATTEMPTS times, or returned wrong contributions)
     run again: resets its failure count, recorded in its state.json; the next call computes it.
     KEY is the logic key or a unique prefix of it (a partition key, say).
+
+further-dagster ls [--project P] [--cell C] | show KEY | explain KEY
+    the record (the store's SQL index): every instance; one instance's row, contributions and
+    dependencies; its instance tree (cell, version, specs, releases, code, when and where).
+further-dagster gc [--dry-run] [--older-than DATE] [-m MODULE]
+    deletes instances the module's current definitions do not reach (or, without -m, that no
+    instance newer than DATE needs), older than DATE if given; never one that is reachable or
+    whose lease is held. --dry-run lists them.
+further-dagster index rebuild
+    rebuilds the SQL index from the store's files (the source of truth).
+    Each of these takes --root R (default FURTHER_ROOT) and --index-url URL (FURTHER_INDEX_URL).
 """
 
 from __future__ import annotations
@@ -194,6 +205,18 @@ def _add_materialize_command(sub: Any) -> None:
 
 def materialize(module: str, attribute: str, select: str, partition: str | None) -> int:
     """Materialize a selection with its partitions filled in (dagster/materialize.py)."""
+    import os
+
+    from further_dagster.stored_selection import decide
+
+    sys.path.insert(0, os.getcwd())
+    stored = decide(module, attribute, select, partition)
+    if stored is not None:
+        print(
+            f"all {stored.assets} selected asset(s) ({stored.instances} instance(s)) are stored: "
+            "no run created (decided by the engine from the store, without Dagster)"
+        )
+        return 0
     from further_dagster.dagster.materialize import materialize as run
     from further_dagster.errors import FurtherError
 
@@ -202,6 +225,104 @@ def materialize(module: str, attribute: str, select: str, partition: str | None)
     except FurtherError as exc:
         print(f"further-dagster materialize: {exc}", file=sys.stderr)
         return 2
+
+
+# --- the record: ls, show, explain, gc, index rebuild (engine/record.py) -------------------
+
+
+def _add_record_commands(sub: Any) -> None:
+    def parser(name: str, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+        p.add_argument("--root", default=None, help="store root (default: FURTHER_ROOT)")
+        p.add_argument("--index-url", default=None, help="default: FURTHER_INDEX_URL")
+        return p
+
+    ls = parser("ls", help="list the instances of the record (the SQL index)")
+    ls.add_argument("--project", default=None)
+    ls.add_argument("--cell", default=None)
+    parser("show", help="one instance's index row").add_argument("key")
+    parser("explain", help="one instance's tree").add_argument("key")
+    gc = parser("gc", help="delete unreachable or old instances (never held or reachable)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    gc.add_argument("--older-than", default=None, help="ISO date or time (UTC if no zone)")
+    gc.add_argument("-m", "--module", default=None, help="the code location's module")
+    gc.add_argument("-a", "--attribute", default="defs")
+    index = parser("index", help="the SQL index: rebuild it from the store")
+    index.add_argument("action", choices=["rebuild"])
+
+
+RECORD_COMMANDS = ("ls", "show", "explain", "gc", "index")
+
+
+def record_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one of RECORD_COMMANDS; the exit code (2 with the message on a FurtherError)."""
+    from further_dagster.engine import record
+    from further_dagster.errors import FurtherError
+    from further_dagster.store import ArtifactStore
+
+    write = (out or sys.stdout).write
+    try:
+        store = ArtifactStore(args.root, index_url=args.index_url)
+        if args.command == "ls":
+            lines = record.ls_lines(store, args.project, args.cell)
+        elif args.command == "show":
+            lines = record.show_lines(store, args.key)
+        elif args.command == "explain":
+            lines = [record.explain(store, args.key).rstrip("\n")]
+        elif args.command == "gc":
+            lines = _gc(store, args)
+        else:
+            from further_dagster.store.index.rebuild import rebuild
+
+            done = rebuild(record.index_url(store), str(store.root))
+            lines = [
+                f"rebuilt the index from {store.root}: {done.instances} instance(s), "
+                f"{done.committed} stored, in {done.seconds:.1f} s"
+            ]
+    except FurtherError as exc:
+        print(f"further-dagster {args.command}: {exc}", file=sys.stderr)
+        return 2
+    for line in lines:
+        write(line + "\n")
+    return 0
+
+
+def _gc(store: Any, args: argparse.Namespace) -> list[str]:
+    import datetime as dt
+
+    from further_dagster.engine import record
+    from further_dagster.errors import ConfigurationError
+
+    older = None
+    if args.older_than:
+        try:
+            older = dt.datetime.fromisoformat(args.older_than)
+        except ValueError:
+            raise ConfigurationError(
+                f"--older-than {args.older_than!r} is not an ISO date or time "
+                f"(e.g. 2026-11-30 or 2026-11-30T12:00)"
+            ) from None
+        older = older.replace(tzinfo=dt.UTC) if older.tzinfo is None else older
+    if args.module is None and older is None:
+        raise ConfigurationError("gc needs -m MODULE (its current definitions) or --older-than")
+    roots = None
+    if args.module is not None:
+        location = _location(args.module, args.attribute)
+        roots = list(location.actual_instances().values())
+        if args.root is None:  # the code location's own root (build_definitions(root=...))
+            from further_dagster.store import ArtifactStore
+
+            store = ArtifactStore(location.store().root, index_url=args.index_url)
+    done = record.collect(store, roots=roots, older_than=older, dry_run=args.dry_run)
+    lines = [f"{outcome:<12} {label}" for label, outcome in done]
+    deleted = sum(outcome == "deleted" for _, outcome in done)
+    held = sum(outcome == "held" for _, outcome in done)
+    verb = "would delete" if args.dry_run else "deleted"
+    lines.append(
+        f"{verb} {len(done) - held if args.dry_run else deleted} instance(s) under "
+        f"{store.root}" + (f"; {held} skipped (lease held)" if held else "")
+    )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_retry_command(sub)
     _add_verify_command(sub)
     _add_materialize_command(sub)
+    _add_record_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in RECORD_COMMANDS:
+        return record_command(args)
     if args.command == "materialize":
         return materialize(args.module, args.attribute, args.select, args.partition)
     if args.command == "verify":

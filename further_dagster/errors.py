@@ -158,3 +158,92 @@ class SelectionError(FurtherError):
 class InitError(CellDefinitionError):
     """A `project_inits.yaml` or a `project_init_label=` selection is wrong; the message names
     the file and line (or the labels) and the fix."""
+
+
+class ParameterKindError(CellDefinitionError):
+    """A parameter kind is misused: an empty RAND range, DYN mixed with VAR on one edge, a
+    runtime kind where only plain values are allowed."""
+
+
+class UndeclaredCallError(CellDefinitionError):
+    """A cell requires a cell of a project its own project does not declare in `calls=`."""
+
+
+class TranslationError(CellDefinitionError):
+    """A `calls={"lib": {"called_param": "caller_param"}}` translation names a param one of the
+    two projects does not have."""
+
+
+class AddressError(FurtherError):
+    """An addressed path (`addressed={"fits/data": ...}`) or a `specs=`/`opts=` cell name of a
+    call matches nothing the call reaches; the message lists the valid ones."""
+
+
+class DynamicCallError(FurtherError):
+    """`self.call(edge, ...)` inside make() on an edge that is not DYN/STUB, or without the
+    values the edge leaves to the caller."""
+
+
+# --- iterative computations (core/iterative.py) -------------------------------------------
+
+
+class IterationError(FurtherError):
+    """An ITER loop could not be unrolled when a call was resolved; the message names the cell
+    and the edge."""
+
+
+class SwitchError(IterationError):
+    """A call switch (`Req(..., switch=...)`) raised or returned no bool for a caller's Specs."""
+
+
+class UnrollLimitError(IterationError):
+    """An ITER unrolling went past `FURTHER_MAX_UNROLL` steps (its switch never turned off), or
+    the ITER field was overridden by a session-level value so the loop could not advance."""
+
+
+class ConvergenceError(IterationError):
+    """A recursive unit's last cell did not report convergence within `max_rounds` rounds."""
+
+
+class IncrementsError(FurtherError):
+    """An `Increments(...)` instruction is malformed (not exactly one of exactly / at_least /
+    best / more, or a count that is not a positive integer), or `increments=` is given for a
+    cell that is not an `IncrementingCell`."""
+
+
+class TransformerError(FurtherError):
+    """A transformer injected with `transformers={"path": T}` raised, returned something that
+    is not a dict, or returned a field the Specs of the cell at its edge lack."""
+
+
+# --- the SQL index (store/index) -----------------------------------------------------------
+
+
+class RecordIndexError(StoreError):
+    """The SQL index of the store (`FURTHER_INDEX_URL`, default `<root>/.index.sqlite`) cannot
+    be used. The store's files stay the source of truth: `further-dagster index rebuild`
+    rebuilds the index from them."""
+
+
+class IndexConnectionError(RecordIndexError):
+    """The index URL cannot be connected to; the message shows the URL without its password
+    and the fix."""
+
+
+class IndexSchemaError(RecordIndexError):
+    """The index was written by another schema version (a newer further_dagster); the message
+    says whether to upgrade further_dagster or rebuild the index."""
+
+
+class IndexQueryError(RecordIndexError):
+    """A query of the index failed; the message carries the SQL error, the query, and the
+    tables and views there are."""
+
+
+class VersionError(CellDefinitionError):
+    """A version that is not PEP 440, a pin no version satisfies, or two current versions of
+    one cell or project; the message names caller, target and the available versions."""
+
+
+class QueryError(FurtherError):
+    """A QUERY parameter cannot be resolved: no rows (and not `allow_empty`), or no index."""

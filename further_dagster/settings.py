@@ -13,6 +13,10 @@
     FURTHER_MAX_ATTEMPTS       3                             an integer >= 1
     FURTHER_DASK_ADDRESS       unset: a local cluster        a scheduler address, e.g.
                                                              tcp://10.0.0.5:8786
+    FURTHER_STATIC_DAG_NODE_THRESH  50                       an integer >= 1: in mode
+                                                             DASK_STATIC_DAG, a static chapter of
+                                                             at least this many instances goes
+                                                             to Dask as one graph
     FURTHER_PG_BIN             /usr/lib/postgresql/15/bin    a directory with initdb, pg_ctl,
                                                              createdb and postgres
     FURTHER_VERIFY             digest                        digest (sizes and blake2b digests
@@ -25,13 +29,20 @@
                                                              fsyncs every file of a result and
                                                              its directory before the commit
                                                              rename (survives a power loss)
+    FURTHER_INDEX_URL          sqlite:///<root>/.index.sqlite  a sqlite:/// or postgresql:// URL
+                                                             (SQLAlchemy form; postgresql://
+                                                             means postgresql+psycopg2://), or
+                                                             none/off: no SQL index
+    FURTHER_MAX_UNROLL         100000                        an integer >= 1: ITER steps one
+                                                             resolution may unroll on a path
 
 Who reads them: the root, the lease, the wait timeout and the attempts are the artifact store's
 (`ArtifactStore`, `ReleaseHistory`, and through them `Session` and the Dagster resources); the
 Dask address is the engine's Dask backend's; the PostgreSQL bin directory is the throwaway test
 server's (`further_dagster.testing.postgres`); verification and the shared switch are the
 artifact store's (`ArtifactStore(verify=..., shared=...)`), and so is fsync
-(`ArtifactStore(fsync=...)`).
+(`ArtifactStore(fsync=...)`), and the SQL index URL (`ArtifactStore(index_url=...)`,
+`Session(index_url=...)`, `build_definitions(index_url=...)`; store/index/).
 
 The default root falls back to `./.further` of the working directory when no `pyproject.toml`
 lies above it and `FURTHER_ROOT` is unset; that fallback logs a warning (once per process) and
@@ -51,26 +62,43 @@ the argument instead of the variable; `Settings.from_env()` reads them all at on
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Literal
 
-from further_dagster.errors import ConfigurationError
+from further_dagster._validate import (
+    environ_of as _environ,
+)
+from further_dagster._validate import (
+    first_non_directory as _first_non_directory,
+)
+from further_dagster._validate import (
+    flag as _flag,
+)
+from further_dagster._validate import (
+    refuse as _refuse,
+)
+from further_dagster._validate import (
+    seconds as _seconds,
+)
 
 ENV_ROOT = "FURTHER_ROOT"
 ENV_LEASE_SECS = "FURTHER_LEASE_SECS"
 ENV_WAIT_TIMEOUT_SECS = "FURTHER_WAIT_TIMEOUT_SECS"
 ENV_MAX_ATTEMPTS = "FURTHER_MAX_ATTEMPTS"
 ENV_DASK_ADDRESS = "FURTHER_DASK_ADDRESS"
+ENV_STATIC_DAG_NODE_THRESH = "FURTHER_STATIC_DAG_NODE_THRESH"
 ENV_PG_BIN = "FURTHER_PG_BIN"
 ENV_VERIFY = "FURTHER_VERIFY"
 ENV_SHARED_STORE = "FURTHER_SHARED_STORE"
 ENV_FSYNC = "FURTHER_FSYNC"
+ENV_INDEX_URL = "FURTHER_INDEX_URL"
+ENV_MAX_UNROLL = "FURTHER_MAX_UNROLL"
 
 DEFAULT_ROOT_DIR_NAME = ".further"
 DEFAULT_LEASE_S = 15.0
@@ -78,7 +106,14 @@ MIN_LEASE_S = 0.5
 MIN_HEARTBEAT_S = 0.2
 DEFAULT_WAIT_TIMEOUT_S = 3600.0
 DEFAULT_MAX_ATTEMPTS = 3
+# A small chapter saves little over DASK's per-instance path (one graph per chapter is one
+# scheduler update either way); the saving grows with the chapter's dependency levels.
+DEFAULT_STATIC_DAG_NODE_THRESH = 50
+DEFAULT_MAX_UNROLL = 100_000  # far beyond a real loop, well before resolution exhausts memory
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+INDEX_FILE_NAME = ".index.sqlite"  # starts with a dot: no project (an identifier) collides
+INDEX_DISABLED = "none"
+"""What `index_url` returns for `none`/`off`: the store keeps no SQL index."""
 
 VerifyMode = Literal["digest", "size"]
 """How much of a stored result a load checks beyond its manifest: `digest` (sizes and blake2b
@@ -103,6 +138,8 @@ class Settings:
     verify: VerifyMode = DEFAULT_VERIFY
     shared_store: bool = False
     fsync: bool = False
+    index_url: str | None = None
+    """`FURTHER_INDEX_URL` as validated; None: the default SQLite file in the root."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +158,7 @@ class Settings:
             verify=verify(environ=environ),
             shared_store=shared_store(environ=environ),
             fsync=fsync(environ=environ),
+            index_url=index_url(environ=environ),
         )
 
 
@@ -287,6 +325,56 @@ def max_attempts(explicit: int | None = None, *, environ: Mapping[str, str] | No
     return value
 
 
+def max_unroll(*, environ: Mapping[str, str] | None = None) -> int:
+    """ITER steps a resolution unrolls on one path before `UnrollLimitError`:
+    `FURTHER_MAX_UNROLL`, else 100000.
+
+    Raises:
+        ConfigurationError: not an integer >= 1.
+    """
+    raw = _environ(environ).get(ENV_MAX_UNROLL)
+    if not raw:
+        return DEFAULT_MAX_UNROLL
+    allowed = "it must be an integer >= 1 (ITER steps unrolled on one path)"
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        _refuse(ENV_MAX_UNROLL, repr(raw), allowed, f"Unset it for {DEFAULT_MAX_UNROLL}.")
+    if value < 1:
+        _refuse(ENV_MAX_UNROLL, repr(raw), allowed, f"Unset it for {DEFAULT_MAX_UNROLL}.")
+    return value
+
+
+def static_dag_node_thresh(
+    explicit: int | None = None, *, environ: Mapping[str, str] | None = None
+) -> int:
+    """The smallest static chapter DASK_STATIC_DAG submits as one Dask graph: `explicit`
+    (`run_missing(static_dag_node_thresh=...)`), else `FURTHER_STATIC_DAG_NODE_THRESH`, else
+    50.
+
+    Raises:
+        ConfigurationError: not an integer >= 1.
+    """
+    allowed = "it must be an integer >= 1 (instances in a static chapter)"
+    if explicit is not None:
+        if isinstance(explicit, bool) or not isinstance(explicit, numbers.Integral):
+            _refuse("static_dag_node_thresh", repr(explicit), allowed)
+        if int(explicit) < 1:
+            _refuse("static_dag_node_thresh", repr(explicit), allowed)
+        return int(explicit)
+    raw = _environ(environ).get(ENV_STATIC_DAG_NODE_THRESH)
+    if not raw:
+        return DEFAULT_STATIC_DAG_NODE_THRESH
+    hint = f"Unset it for the default, {DEFAULT_STATIC_DAG_NODE_THRESH}."
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        _refuse(ENV_STATIC_DAG_NODE_THRESH, repr(raw), allowed, hint)
+    if value < 1:
+        _refuse(ENV_STATIC_DAG_NODE_THRESH, repr(raw), allowed, hint)
+    return value
+
+
 def dask_address(*, environ: Mapping[str, str] | None = None) -> str | None:
     """`FURTHER_DASK_ADDRESS` (a scheduler address), or None for a local cluster."""
     raw = _environ(environ).get(ENV_DASK_ADDRESS)
@@ -350,10 +438,6 @@ def verify(explicit: str | None = None, *, environ: Mapping[str, str] | None = N
     _refuse(ENV_VERIFY, repr(raw), allowed, f"Unset it for the default, {DEFAULT_VERIFY}.")
 
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
 def shared_store(explicit: bool | None = None, *, environ: Mapping[str, str] | None = None) -> bool:
     """Whether the store root is shared between users: `explicit`, else
     `FURTHER_SHARED_STORE`, else False. A shared store loads pickled contributions from
@@ -388,96 +472,79 @@ def fsync(explicit: bool | None = None, *, environ: Mapping[str, str] | None = N
     return _flag(ENV_FSYNC, environ, "fsync every commit")
 
 
-# --- validation ---------------------------------------------------------------------------
+_INDEX_URL = re.compile(r"(?P<scheme>sqlite|postgresql)(?P<driver>\+[A-Za-z0-9_]+)?://(?P<rest>.*)")
+_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)[^@]*(?P<at>@)")
 
 
-def _flag(name: str, environ: Mapping[str, str] | None, meaning: str) -> bool:
-    """A boolean variable: unset or empty is False; 1/true/yes/on or 0/false/no/off."""
-    raw = _environ(environ).get(name)
-    if not raw:
-        return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    _refuse(
-        name,
-        repr(raw),
-        f"it must be 1, true, yes or on ({meaning}) or 0, false, no or off",
-        "Unset it for the default, 0.",
-    )
+def index_url(
+    explicit: str | None = None, *, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The SQL index URL: `explicit`, else `FURTHER_INDEX_URL`; None when neither is set (the
+    store then uses `default_index_url(root)`), `INDEX_DISABLED` for `none`/`off`.
 
+    `postgresql://...` is returned as `postgresql+psycopg2://...` (SQLAlchemy 2.1 reads a bare
+    `postgresql://` as psycopg 3, which is not installed; psycopg2 is, as for Dagster).
 
-def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if environ is None else environ
-
-
-def _seconds(
-    explicit: float | None,
-    argument: str,
-    variable: str,
-    environ: Mapping[str, str] | None,
-    *,
-    default: float,
-    minimum: float,
-    why: str,
-) -> float:
-    allowed = f"it must be a finite number of seconds >= {minimum:g}{why}"
-    if explicit is not None:
-        if isinstance(explicit, bool) or not isinstance(explicit, numbers.Real):
-            _refuse(argument, repr(explicit), allowed)
-        value = float(explicit)
-        if not (math.isfinite(value) and value >= minimum):
-            _refuse(argument, repr(explicit), allowed)
-        return value
-    raw = _environ(environ).get(variable)
-    if not raw:
-        return default
-    hint = f"Unset it for the default, {default:g}."
-    try:
-        value = float(raw)
-    except ValueError:
-        _refuse(variable, repr(raw), allowed, hint)
-    if not (math.isfinite(value) and value >= minimum):
-        _refuse(variable, repr(raw), allowed, hint)
+    Raises:
+        ConfigurationError: not a `sqlite:///...` or `postgresql://...` URL, nor none/off (the
+            message shows the URL without its password).
+    """
+    if explicit is not None and explicit != "":
+        name, raw = "index_url", explicit
+    else:
+        name, raw = ENV_INDEX_URL, _environ(environ).get(ENV_INDEX_URL) or ""
+        if not raw.strip():
+            return None
+    if not isinstance(raw, str):
+        _refuse(name, repr(raw), "it must be a URL string, or 'none' for no index")
+    value = raw.strip()
+    if value.lower() in ("none", "off"):
+        return INDEX_DISABLED
+    match = _INDEX_URL.fullmatch(value)
+    if match is None or not match["rest"]:
+        _refuse(
+            name,
+            repr(redact_url(value)),
+            "it must be a SQLAlchemy URL of SQLite (sqlite:////abs/path/index.sqlite) or "
+            "PostgreSQL (postgresql://user:password@host:5432/dbname), or none/off for no index",
+            "Unset it for the default, a SQLite file <root>/.index.sqlite.",
+        )
+    if match["scheme"] == "postgresql" and match["driver"] is None:
+        return f"postgresql+psycopg2://{match['rest']}"
     return value
 
 
-def _first_non_directory(path: Path) -> Path | None:
-    """`path` or its nearest existing ancestor if that is not a directory, else None."""
-    probe = path
-    while True:
-        if os.path.isdir(probe):
-            return None
-        if os.path.lexists(probe):
-            return probe
-        parent = probe.parent
-        if parent == probe:
-            return None
-        probe = parent
+def default_index_url(root: Path) -> str:
+    """`sqlite:///<root>/.index.sqlite`: the index of a store whose URL is not set."""
+    return f"sqlite:///{root / INDEX_FILE_NAME}"
 
 
-def _refuse(name: str, given: str, allowed: str, hint: str = "") -> NoReturn:
-    raise ConfigurationError(
-        f"{name}={given} is not allowed: {allowed}." + (f" {hint}" if hint else "")
-    )
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for messages and logs."""
+    return _PASSWORD.sub(r"\g<head>***\g<at>", url)
 
 
 __all__ = [
     "DEFAULT_LEASE_S",
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_UNROLL",
     "DEFAULT_PG_BIN",
     "DEFAULT_ROOT_DIR_NAME",
+    "DEFAULT_STATIC_DAG_NODE_THRESH",
     "DEFAULT_VERIFY",
     "DEFAULT_WAIT_TIMEOUT_S",
+    "INDEX_DISABLED",
+    "INDEX_FILE_NAME",
     "ENV_DASK_ADDRESS",
     "ENV_FSYNC",
+    "ENV_INDEX_URL",
     "ENV_LEASE_SECS",
     "ENV_MAX_ATTEMPTS",
+    "ENV_MAX_UNROLL",
     "ENV_PG_BIN",
     "ENV_ROOT",
     "ENV_SHARED_STORE",
+    "ENV_STATIC_DAG_NODE_THRESH",
     "ENV_VERIFY",
     "ENV_WAIT_TIMEOUT_SECS",
     "MIN_HEARTBEAT_S",
@@ -486,12 +553,17 @@ __all__ = [
     "Settings",
     "VerifyMode",
     "dask_address",
+    "default_index_url",
     "find_project_dir",
     "fsync",
+    "index_url",
     "lease_s",
     "max_attempts",
+    "max_unroll",
     "pg_bin",
+    "redact_url",
     "shared_store",
+    "static_dag_node_thresh",
     "store_root",
     "verify",
     "wait_timeout_s",

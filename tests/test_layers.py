@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(__file__).resolve().parents[1] / "further_dagster"
 
 ORDER = ["core", "store", "slurm", "engine", "dagster"]
-LEAVES = ["further_dagster.errors", "further_dagster.settings"]
+LEAVES = ["further_dagster.errors", "further_dagster.settings", "further_dagster._validate"]
 # Third-party packages a layer must never import, whatever its place in the order.
 THIRD_PARTY = {
     "core": ("dagster", "submitit", "distributed", "dagster_dask"),

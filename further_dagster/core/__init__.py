@@ -19,13 +19,32 @@ from further_dagster.core.freshness import (
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.hashing import digest, encode
 from further_dagster.core.instances import CallContext, Instance, Resolver, walk
+from further_dagster.core.iterative import IncrementingCell, Increments, Transformer
 from further_dagster.core.keys import logic_key, structural_key
-from further_dagster.core.params import VAR, Opts, ProjectParams, Specs
+from further_dagster.core.params import (
+    CONST,
+    DYN,
+    ITER,
+    RAND,
+    STUB,
+    VAR,
+    Opts,
+    ProjectParams,
+    Specs,
+)
 from further_dagster.core.project import REGISTRY, Project, get_project, resolve_cell
+from further_dagster.core.query import QUERY
 from further_dagster.core.resource import ResourceCell, file_release
+from further_dagster.core.units import RecursiveUnit
 
 __all__ = [
+    "CONST",
+    "QUERY",
+    "DYN",
+    "ITER",
+    "RAND",
     "REGISTRY",
+    "STUB",
     "VAR",
     "CallContext",
     "Cell",
@@ -33,14 +52,18 @@ __all__ = [
     "DefinitionGraph",
     "Freshness",
     "FreshnessOverrides",
+    "IncrementingCell",
+    "Increments",
     "Instance",
     "Opts",
     "Project",
     "ProjectParams",
+    "RecursiveUnit",
     "Req",
     "Resolver",
     "ResourceCell",
     "Specs",
+    "Transformer",
     "current",
     "date_range",
     "digest",

@@ -11,9 +11,9 @@ import logging
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from further_dagster.core.names import (
     RESERVED_CONTRIBUTION_NAMES,
@@ -21,9 +21,20 @@ from further_dagster.core.names import (
     STORE_RECORD_NAMES,
     check_identifier,
 )
-from further_dagster.core.params import VAR, Opts, Specs
+from further_dagster.core.params import ITER, VAR, Opts, Specs, plain, runtime_kind
 from further_dagster.core.project import Project
-from further_dagster.errors import CellDefinitionError, ContributionError
+from further_dagster.core.versions import parse_range, parse_version
+
+if TYPE_CHECKING:
+    from packaging.version import Version
+
+from further_dagster.errors import (
+    CellDefinitionError,
+    ContributionError,
+    DynamicCallError,
+    IncrementsError,
+    ParameterKindError,
+)
 
 
 class Req:
@@ -31,38 +42,147 @@ class Req:
 
     Args:
         target: "project.cell", "cell" (same project) or the Cell class.
-        **values: Specs values for the target; a `VAR([...])` sweeps the target, and the caller
-            then receives a list of results, one per combination.
+        version: a PEP 440 range of the target's `api_version`, e.g. ">=1.2,<2.0": the
+            highest version it allows is used (default: the target's current version).
+        **values: Specs values for the target: plain values or `CONST(v)`; a `VAR([...])`
+            sweeps the target, and the caller then receives a list of results, one per
+            combination; `DYN` / `STUB` leave the value to the caller's make(), which calls
+            `self.call(edge, field=value)`; `RAND(...)` is drawn when the caller runs (the
+            result is `self.inputs[edge]`); `ITER(delta)` passes the caller's own value of the
+            field plus `delta` (a loop, unrolled when the call is resolved; needs `switch`).
+        switch: a call switch, `switch(specs) -> bool` on the caller's Specs: where it is
+            False the edge is absent and `self.inputs[edge]` is None. Required with ITER.
+        increments: an `Increments(...)` instruction for an `IncrementingCell` target (which
+            increment the caller receives; an instruction, never identity).
+
+    Raises:
+        ParameterKindError: VAR and a runtime kind (DYN, STUB, RAND) on one edge; ITER
+            without a switch, or with VAR or a runtime kind; a switch on a runtime edge.
+        IncrementsError: `increments` is not an `Increments`.
     """
 
-    __slots__ = ("target", "values")
+    __slots__ = ("target", "values", "kind", "version", "switch", "increments", "iter_fields")
 
-    def __init__(self, target: str | type[Cell], **values: Any) -> None:
+    def __init__(
+        self,
+        target: str | type[Cell],
+        *,
+        version: str | None = None,
+        switch: Callable[[Any], Any] | None = None,
+        increments: Any = None,
+        **values: Any,
+    ) -> None:
         self.target = target
-        self.values: dict[str, Any] = values
+        # A predicate on the caller's Specs only: Opts never enter a key, and which edges exist
+        # does (core/iterative.py).
+        self.switch = switch
+        self.increments = increments
+        # A PEP 440 range of the target's api_version (core/versions.py); never a Spec.
+        self.version = version
+        if version is not None:
+            parse_range(version, where=f"Req({target!r}, version={version!r})")
+        self.values: dict[str, Any] = {name: plain(v) for name, v in values.items()}
+        self.iter_fields = tuple(k for k, v in self.values.items() if isinstance(v, ITER))
+        kinds = {runtime_kind(v) for v in self.values.values()} - {None}
+        # The edge's kind: DYN/STUB need a self.call; an edge of RAND values alone is drawn by
+        # the framework before make().
+        self.kind: str | None = next((k for k in ("DYN", "STUB", "RAND") if k in kinds), None)
+        if self.kind is not None and self.swept:
+            raise ParameterKindError(
+                f"{self!r}: VAR and {self.kind} on one edge cannot be combined; sweep the "
+                f"dynamic call inside make() instead (call self.call once per value)"
+            )
+        _check_conditional(self)
+
+    @property
+    def conditional(self) -> bool:
+        """The edge's values or presence depend on the caller's Specs (a switch, ITER)."""
+        return self.switch is not None or bool(self.iter_fields)
+
+    @property
+    def stepping(self) -> bool:
+        """An ITER edge with a non-zero delta: a step of a loop (cycles pass through one)."""
+        return any(self.values[name].delta != 0 for name in self.iter_fields)
 
     @property
     def swept(self) -> bool:
         return any(isinstance(v, VAR) for v in self.values.values())
 
+    @property
+    def static_values(self) -> dict[str, Any]:
+        """The values known at definition time (everything but DYN/STUB/RAND)."""
+        return {k: v for k, v in self.values.items() if runtime_kind(v) is None}
+
     def __repr__(self) -> str:
         name = self.target if isinstance(self.target, str) else self.target.full_name
         args = "".join(f", {k}={v!r}" for k, v in self.values.items())
-        return f"Req({name!r}{args})"
+        pin = f", version={self.version!r}" if self.version is not None else ""
+        extra = ", switch=..." if self.switch is not None else ""
+        if self.increments is not None:
+            extra += f", increments={self.increments!r}"
+        return f"Req({name!r}{pin}{args}{extra})"
+
+
+def _check_conditional(req: Req) -> None:
+    """The rules of switches, ITER and `increments=` on one edge."""
+    if req.stepping and req.switch is None:
+        fields = ", ".join(req.iter_fields)
+        raise ParameterKindError(
+            f"{req!r}: an ITER edge needs a call switch that turns it off at the stopping "
+            f"point, e.g. switch=lambda s: s.{req.iter_fields[0]} > 0 (ITER on: {fields}); "
+            "without one the loop never ends"
+        )
+    if req.switch is not None and not callable(req.switch):
+        raise ParameterKindError(
+            f"{req!r}: switch={req.switch!r} is not callable; give a predicate on the "
+            "caller's Specs, e.g. switch=lambda s: s.iteration > 0"
+        )
+    if req.iter_fields and req.swept:
+        raise ParameterKindError(f"{req!r}: ITER and VAR on one edge cannot be combined")
+    if req.switch is not None and req.kind is not None:
+        raise ParameterKindError(
+            f"{req!r}: a switch on a {req.kind} edge is not supported; decide inside make() "
+            "whether to call it"
+        )
+    if req.increments is not None:
+        from further_dagster.core.iterative import Increments
+
+        if not isinstance(req.increments, Increments):
+            raise IncrementsError(
+                f"{req!r}: increments={req.increments!r}; give Increments(exactly=N), "
+                "Increments(at_least=N), Increments(best=True) or Increments(more=K)"
+            )
+
+
+class DynamicDispatch(typing.Protocol):
+    """What `Cell.call` delegates to (the engine provides it while make() runs)."""
+
+    def __call__(self, edge: str, values: Mapping[str, Any]) -> Contributions: ...
 
 
 class Contributions:
     """The stored outputs of one instance: `res["name"]` or `res.name`, plus `res.key` (its
-    logic key), `res.specs` and `res.cell`. Deliberately not a dict subclass, so a
+    logic key), `res.specs`, `res.cell` and `res.increment` (an IncrementingCell's increment
+    index, else None). Deliberately not a dict subclass, so a
     contribution called `values` or `items` is reachable as an attribute."""
 
-    __slots__ = ("_values", "key", "specs", "cell")
+    __slots__ = ("_values", "key", "specs", "cell", "increment")
 
-    def __init__(self, values: Mapping[str, Any], *, key: str, specs: Specs, cell: str) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        *,
+        key: str,
+        specs: Specs,
+        cell: str,
+        increment: int | None = None,
+    ) -> None:
         self._values = dict(values)
         self.key = key
         self.specs = specs
         self.cell = cell
+        # Which increment of an IncrementingCell this is (1-based); None for any other cell.
+        self.increment = increment
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -167,8 +287,10 @@ class Cell:
                 return {"weights": ...}
 
     Class attributes: `name` (default: snake_case of the class name), `logic_version` (bump
-    when the computation changes: it invalidates stored results), `api_version` (bump when
-    Specs or contributions change shape), `Specs`, `Opts`, `req_cells`, `contributions`,
+    when the computation changes: it invalidates stored results), `api_version` (the cell's
+    PEP 440 version, bumped when Specs or contributions change shape; a value other than 1
+    enters the key, so an older class kept with `archived=True` keeps its results), `Specs`,
+    `Opts`, `req_cells`, `contributions`,
     `project_params` (names of project parameters the cell subscribes to; each must also be a
     field of its Specs), `in_parallel` (False forces inline execution), `mode` (preferred
     execution mode), `track_libraries` (package versions that enter the logic key), `slurm`
@@ -177,9 +299,10 @@ class Cell:
     when the result is written and when it is read).
 
     Inside `make()`: `self.specs`, `self.opts`, `self.inputs[name]` (the dependency's
-    Contributions, or a list of them for a swept edge), `self.log` (captured into the artifact
-    directory), `self.artifact_dir` (extra files written here are committed with the result),
-    and `self.key`.
+    Contributions, or a list of them for a swept edge; for a RAND edge the child of the drawn
+    value), `self.call(edge, **values)` for a DYN/STUB edge, `self.log` (captured into the
+    artifact directory), `self.artifact_dir` (extra files written here are committed with the
+    result), and `self.key`.
     """
 
     name: ClassVar[str]
@@ -198,6 +321,10 @@ class Cell:
     slurm: ClassVar[Any] = None
     codec: ClassVar[str | None] = None
     is_resource: ClassVar[bool] = False
+    is_incrementing: ClassVar[bool] = False
+    archived: ClassVar[bool] = False
+    version: ClassVar[Version]
+    asset_name: ClassVar[str]
 
     def __init_subclass__(
         cls,
@@ -205,6 +332,7 @@ class Cell:
         project: Project | None = None,
         name: str | None = None,
         abstract: bool = False,
+        archived: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -226,7 +354,16 @@ class Cell:
             name,
             fix=f"Pass name='...' in the class statement of {where}.",
         )
-        cls.full_name = f"{project.name}.{cls.name}"
+        cls.archived = archived
+        cls.version = parse_version(cls.api_version, where=f"{where}.api_version")
+        # An archived version is addressed (and shown in Dagster) with its version.
+        cls.full_name = f"{project.name}.{cls.name}" + (f"@{cls.version}" if archived else "")
+        # Dagster names allow only [A-Za-z0-9_]: an archived fit@1.4 is the asset fit_v1_4.
+        cls.asset_name = (
+            f"{cls.name}_v{re.sub(r'[^A-Za-z0-9]', '_', str(cls.version))}"
+            if archived
+            else cls.name
+        )
         _validate_declaration(cls, where)
         project.register(cls)
 
@@ -242,7 +379,10 @@ class Cell:
         log: logging.Logger,
         artifact_dir: Path,
         release: str | None = None,
+        dynamic: DynamicDispatch | None = None,
+        increment: int | None = None,
     ) -> None:
+        self.increment = increment
         self.specs = specs
         self.opts = opts
         self.inputs = inputs
@@ -250,6 +390,25 @@ class Cell:
         self.log = log
         self.artifact_dir = artifact_dir
         self.release = release
+        self._dynamic = dynamic
+        # the store's SQL index, set by the engine while make() runs: self.db.query(sql)
+        self.db: Any = None
+
+    def call(self, edge: str, **values: Any) -> Contributions:
+        """Inside make(): compute (or load) the child of the DYN/STUB edge `edge` with the
+        values the edge leaves to the caller, memoized like any instance; returns its
+        contributions. The child is recorded in this instance's provenance.
+
+        Raises:
+            DynamicCallError: `edge` is not a DYN/STUB edge of this cell, or a DYN/STUB value
+                of the edge is not given.
+        """
+        if self._dynamic is None:
+            raise DynamicCallError(
+                f"{type(self).full_name}.call({edge!r}): this cell has no DYN/STUB edges; "
+                f"declare one in req_cells, e.g. Req('cell', field=DYN)"
+            )
+        return self._dynamic(edge, values)
 
     def make(self) -> Mapping[str, Any]:
         """Compute and return every declared contribution as a mapping name -> value."""
@@ -285,6 +444,17 @@ class Cell:
 def _validate_declaration(cls: type[Cell], where: str) -> None:
     if not (isinstance(cls.Specs, type) and issubclass(cls.Specs, Specs)):
         raise CellDefinitionError(f"{where}.Specs must subclass further_dagster.Specs")
+    if "version" in cls.Specs.model_fields:
+        raise CellDefinitionError(
+            f"{where}.Specs has a field 'version', which is reserved: it names the target's "
+            "api_version in Req(..., version='>=1,<2'). Rename the field (e.g. 'data_version')."
+        )
+    for reserved in ("switch", "increments"):
+        if reserved in cls.Specs.model_fields:
+            raise CellDefinitionError(
+                f"{where}.Specs has a field {reserved!r}, which is reserved: Req(..., "
+                f"{reserved}=...) is an edge's {reserved} instruction. Rename the field."
+            )
     if not (isinstance(cls.Opts, type) and issubclass(cls.Opts, Opts)):
         raise CellDefinitionError(f"{where}.Opts must subclass further_dagster.Opts")
     if not isinstance(cls.contributions, Mapping) or not cls.contributions:

@@ -8,14 +8,57 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from further_dagster.core.cell import Cell
+from further_dagster.core.cell import Cell, Req
 from further_dagster.core.project import Project, resolve_cell
+from further_dagster.core.versions import pick
 from further_dagster.errors import (
     CellDefinitionError,
     DependencyCycleError,
     DuplicateNameError,
+    IncrementsError,
+    ParameterKindError,
+    TranslationError,
+    UndeclaredCallError,
     UnknownCellError,
 )
+
+
+def _check_translations(project: Project, loaded: dict[str, Project]) -> None:
+    """Every translation of `project`'s declared calls names params both sides have."""
+    for name, decl in project.calls.items():
+        called = loaded.get(name)
+        if called is None or not decl.translations:
+            continue
+        theirs, ours = called.params.model_fields, project.params.model_fields
+        for to, source in decl.translations.items():
+            if to not in theirs:
+                raise TranslationError(
+                    f"Project({project.name!r}, calls={{{name!r}: {{{to!r}: {source!r}}}}}): "
+                    f"project {name!r} has no param {to!r}; its params: "
+                    f"{sorted(theirs) or '(none)'}"
+                )
+            if source not in ours:
+                raise TranslationError(
+                    f"Project({project.name!r}, calls={{{name!r}: {{{to!r}: {source!r}}}}}): "
+                    f"project {project.name!r} has no param {source!r} to translate; its "
+                    f"params: {sorted(ours) or '(none)'}"
+                )
+
+
+def _check_iterative(cell: type[Cell], edge: str, req: Req, target: type[Cell]) -> None:
+    """An ITER field is a field of the caller too; `increments=` targets an IncrementingCell."""
+    where = f"{cell.full_name}.req_cells[{edge!r}]"
+    for name in req.iter_fields:
+        if name not in cell.Specs.model_fields:
+            raise ParameterKindError(
+                f"{where}: {name}=ITER(...) passes {cell.full_name}'s own {name!r} plus the "
+                f"delta, but its Specs have no field {name!r}; add it to {cell.full_name}.Specs"
+            )
+    if req.increments is not None and not target.is_incrementing:
+        raise IncrementsError(
+            f"{where}: increments={req.increments!r}, but {target.full_name} is not an "
+            "IncrementingCell; drop increments= or make the target incrementing"
+        )
 
 
 class DefinitionGraph:
@@ -29,7 +72,7 @@ class DefinitionGraph:
                 raise DuplicateNameError(f"two different projects are named {project.name!r}")
             self.projects[project.name] = project
         self.targets: dict[type[Cell], dict[str, type[Cell]]] = {}
-        pending = [cell for p in self.projects.values() for cell in p.cells.values()]
+        pending = [cell for p in self.projects.values() for cell in p.all_cells()]
         while pending:
             cell = pending.pop()
             if cell in self.targets:
@@ -40,6 +83,8 @@ class DefinitionGraph:
                 if target not in self.targets:
                     pending.append(target)
         self.order = self._topological_order()
+        for project in list(self.projects.values()):
+            _check_translations(project, self.projects)
 
     def _resolve_edges(self, cell: type[Cell]) -> dict[str, type[Cell]]:
         edges: dict[str, type[Cell]] = {}
@@ -52,13 +97,42 @@ class DefinitionGraph:
                 raise CellDefinitionError(
                     f"{cell.full_name}.req_cells[{edge!r}] targets {target!r}, which is not a Cell"
                 )
+            if req.version is not None:
+                target = pick(
+                    target.project.versions.get(target.name, {target.version: target}),
+                    req.version,
+                    what=f"{target.project.name}.{target.name}",
+                    caller=f"{cell.full_name}.req_cells[{edge!r}]",
+                )[1]
+            if target.project is not cell.project and target.project.name not in (
+                cell.project.calls
+            ):
+                declared = sorted(cell.project.calls) or "none"
+                raise UndeclaredCallError(
+                    f"{cell.full_name}.req_cells[{edge!r}] requires {target.full_name}, but "
+                    f"project {cell.project.name!r} does not declare calls into project "
+                    f"{target.project.name!r} (declared: {declared}). Write "
+                    f"Project({cell.project.name!r}, calls=[{target.project.name!r}]) (or "
+                    f"calls={{{target.project.name!r}: {{'its_param': 'our_param'}}}} to "
+                    "translate params)."
+                )
             unknown = sorted(set(req.values) - set(target.Specs.model_fields))
             if unknown:
                 valid = ", ".join(sorted(target.Specs.model_fields)) or "(none)"
+                others = sorted(target.project.versions.get(target.name, {}))
+                hint = (
+                    f" {target.full_name} is api_version {target.version}; versions in the "
+                    f"code: {', '.join(map(str, others))}: pin the one these values are for, "
+                    f"e.g. Req({target.name!r}, version='<{target.version}')."
+                    if len(others) > 1
+                    else ""
+                )
                 raise CellDefinitionError(
                     f"{cell.full_name}.req_cells[{edge!r}] passes {unknown} to "
-                    f"{target.full_name}, whose Specs have no such field; valid fields: {valid}."
+                    f"{target.full_name}, whose Specs have no such field; valid fields: "
+                    f"{valid}.{hint}"
                 )
+            _check_iterative(cell, edge, req, target)
             edges[edge] = target
         return edges
 
@@ -82,7 +156,10 @@ class DefinitionGraph:
                         raise DependencyCycleError(
                             "req_cells form a cycle: "
                             + " -> ".join(c.full_name for c in cycle)
-                            + ". Break it by removing one of these edges."
+                            + ". Break it by removing one of these edges, or make one of "
+                            "them an ITER edge with a switch (a loop unrolled to a known "
+                            "depth): Req(..., iteration=ITER(-1), switch=lambda s: "
+                            "s.iteration > 0)."
                         )
                     if state.get(nxt) != 2:
                         state[nxt] = 1
@@ -96,7 +173,13 @@ class DefinitionGraph:
         return order
 
     def _deps_of(self, cell: type[Cell]) -> list[type[Cell]]:
-        return sorted(set(self.targets[cell].values()), key=lambda c: c.full_name, reverse=True)
+        return sorted(set(self.ordered_targets(cell)), key=lambda c: c.full_name, reverse=True)
+
+    def ordered_targets(self, cell: type[Cell]) -> list[type[Cell]]:
+        """The targets of `cell`'s edges that order it (every edge but stepping ITER edges: a
+        loop is allowed through them, core/iterative.py)."""
+        reqs = cell.req_cells
+        return [t for e, t in self.targets[cell].items() if not reqs[e].stepping]
 
     def cells(self) -> list[type[Cell]]:
         """Every cell, dependencies first."""
@@ -104,7 +187,7 @@ class DefinitionGraph:
 
     def top_cells(self) -> list[type[Cell]]:
         """Cells no other cell requires: the natural roots of a project's default run."""
-        required = {t for edges in self.targets.values() for t in edges.values()}
+        required = {t for cell in self.targets for t in self.ordered_targets(cell)}
         return [c for c in self.order if c not in required]
 
     def dependents(self, cell: type[Cell]) -> list[type[Cell]]:

@@ -1,10 +1,24 @@
 """Instances: cells with every parameter resolved (the Instance Tree), keyed by `keys.logic_key`.
 
-Resolution order for one instance's Specs, later wins:
-    Specs defaults < subscribed project params < the caller's req_cells edge values
-    < session-addressed specs (`specs={"project.cell": {...}}`) < the root call's own values.
+Resolution order for one instance's Specs, later wins (session > project > cell):
+    1. Specs defaults
+    2. subscribed project params' defaults
+    3. the caller's req_cells edge values
+    4. project params set for this call: the session's `params=` / `project_params=`, a selected
+       label's `project_specs`, a translation from the calling project, a label routed by a
+       called assignment (in that order, later wins)
+    5. a selected label's `cell_specs` (of the root project, or routed to a called project)
+    6. session-addressed values: `specs={"project.cell": {...}}`, then `addressed={"a/b": {...}}`
+    7. the root call's own values
 A key depends only on Specs, releases and upstream keys, never on upstream values, so every key of
-a plan is known before anything runs.
+a plan is known before anything runs. DYN/STUB/RAND edges are the exception the seed allows: they
+are resolved when their caller runs (engine/dynamic.py), and the caller's key covers the edge's
+target, its logic_version and its static values, not the runtime values.
+
+Iterative edges (core/iterative.py): a cell with a switch or ITER edge gets its edge plan per
+instance, and an ITER loop unrolls on the same stack (at most `FURTHER_MAX_UNROLL` steps on a
+path); an IncrementingCell resolves to the increment its instruction names (counted against the
+store by `CallContext.increment_counter`); a call's transformers reshape Specs at their paths.
 """
 
 from __future__ import annotations
@@ -13,11 +27,34 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from further_dagster import settings
+from further_dagster.core.addressing import AddressNode
 from further_dagster.core.cell import Cell
+from further_dagster.core.edges import (
+    NO_TAG,
+    CacheKey,
+    DynamicEdge,
+    EdgePlan,
+    Pending,
+    dynamic_edges,
+    make_cache_key,
+)
 from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.hashing import encode
+from further_dagster.core.iterative import (
+    PREVIOUS_EDGE,
+    IncrementCounter,
+    Increments,
+    Transformer,
+    increment_key,
+    stuck,
+    transform,
+    unroll_limit,
+)
 from further_dagster.core.keys import STRUCTURAL_RELEASE, logic_key
-from further_dagster.core.params import VAR, M, Opts, ProjectParams, Specs, build_model, expand
+from further_dagster.core.params import VAR, M, Opts, ProjectParams, Specs, build_model
+from further_dagster.core.scopes import Scope
+from further_dagster.errors import IncrementsError
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -36,10 +73,20 @@ class Instance:
     # Releases of every resource instance under this one (itself included), by label; built
     # once at resolution so provenance never walks the graph per instance.
     upstream_releases: Mapping[str, str] = field(default_factory=dict)
+    # DYN / STUB / RAND edges, by name: resolved when this instance computes.
+    dynamic: Mapping[str, DynamicEdge] = field(default_factory=dict)
+    # An IncrementingCell's increment (1-based; 0 for any other cell) and its base instance's
+    # key, from which every increment's key derives (core/iterative.py).
+    increment: int = 0
+    base: str = ""
+    # Records of the call-time transformers that set its Specs (core/iterative.py).
+    transformed: tuple[dict[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        """`project.cell@key12`, the short name used in logs and errors."""
+        """`project.cell@key12` (`#i` after an increment's), the short name used in logs."""
+        if self.increment:
+            return f"{self.cell.full_name}@{self.key[:12]}#{self.increment}"
         return f"{self.cell.full_name}@{self.key[:12]}"
 
     def dep_instances(self) -> Iterator[Instance]:
@@ -96,74 +143,14 @@ class CallContext:
     specs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "p.cell" -> values
     opts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "p.cell" -> values
     release_resolver: ReleaseLookup | None = None
-
-
-_CacheKey = tuple[type[Cell], bytes, tuple[int, ...]]
-"""(cell, encoded values and root opts, the session combination's tag of the cell)."""
-
-_NO_TAG: tuple[int, ...] = ()
-
-
-class _EdgePlan:
-    """What a cell's req_cells ask for, in declaration order; built once per cell and resolver.
-
-    `shape` gives, per edge, None (one dependency) or the number of swept combinations;
-    `targets[i]` and `values[i]` are the i-th dependency those expand to, and `keys[i]` its
-    cache key. Parallel lists rather than one object per dependency: a sweep of 100,000 points
-    would otherwise add 100,000 objects for the garbage collector to traverse.
-    """
-
-    __slots__ = ("shape", "targets", "values", "keys")
-
-    def __init__(self, cell: type[Cell], targets: Mapping[str, type[Cell]]) -> None:
-        self.shape: list[tuple[str, int | None]] = []
-        self.targets: list[type[Cell]] = []
-        self.values: list[Mapping[str, Any]] = []
-        for edge, req in cell.req_cells.items():
-            target = targets[edge]
-            if req.swept:
-                combos = expand(req.values)
-                self.shape.append((edge, len(combos)))
-                self.targets.extend([target] * len(combos))
-                self.values.extend(combos)
-            else:
-                self.shape.append((edge, None))
-                self.targets.append(target)
-                self.values.append(req.values)
-        # Encoded only when first visited, as the recursive resolver did, so an edge value
-        # that cannot be encoded fails after the edges before it were resolved.
-        self.keys: list[_CacheKey | None] = [None] * len(self.targets)
-
-
-class _Pending:
-    """An instance being resolved: Specs and Opts known, dependencies resolved so far."""
-
-    __slots__ = ("cell", "cache_key", "specs", "opts", "plan", "resolved")
-
-    def __init__(
-        self, cell: type[Cell], cache_key: _CacheKey, specs: Specs, opts: Opts, plan: _EdgePlan
-    ) -> None:
-        self.cell = cell
-        self.cache_key = cache_key
-        self.specs = specs
-        self.opts = opts
-        self.plan = plan
-        self.resolved: list[Instance] = []
-
-
-_EMPTY = encode({})
-
-
-def _cache_key(
-    cell: type[Cell],
-    values: Mapping[str, Any],
-    root_opts: Mapping[str, Any] | None,
-    tag: tuple[int, ...] = _NO_TAG,
-) -> _CacheKey:
-    if values or root_opts:
-        encoded = encode(dict(values)) + (encode(dict(root_opts)) if root_opts else _EMPTY)
-        return (cell, encoded, tag)
-    return (cell, b"", tag)
+    # project -> calling cell name -> {called project: label}: the selected labels' called
+    # assignments (core/inits.py)
+    assignments: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    addressed: AddressNode | None = None  # core/addressing.py address_tree
+    # How many increments of an IncrementingCell's base instance are stored (core/iterative.py);
+    # None: none are (a context that never computes, e.g. a definitions build).
+    increment_counter: IncrementCounter | None = None
+    transformers: Mapping[str, Transformer] = field(default_factory=dict)  # path -> transformer
 
 
 class Resolver:
@@ -171,8 +158,8 @@ class Resolver:
 
     Resolution walks the dependency graph depth first, each edge in declaration order, with an
     explicit stack rather than recursion, so a chain of any length resolves without touching
-    the interpreter's recursion limit. Instances are cached by (cell, encoded values) and shared
-    by logic key.
+    the interpreter's recursion limit. Instances are cached by (cell, encoded values, place)
+    and shared by logic key.
 
     One resolver may serve several contexts in turn (`use`: the combinations of a session-level
     sweep), sharing every instance that the contexts agree on: the caller tags each cell with
@@ -184,10 +171,18 @@ class Resolver:
         self.graph = graph
         self.context = context or CallContext()
         self._tags: Mapping[type[Cell], tuple[int, ...]] = {}
-        self._project_params: dict[tuple[str, bytes], ProjectParams] = {}
-        self._cache: dict[_CacheKey, Instance] = {}
+        self._cache: dict[CacheKey, Instance] = {}
         self._by_key: dict[str, Instance] = {}
-        self._plans: dict[type[Cell], _EdgePlan] = {}
+        self._plans: dict[type[Cell], EdgePlan] = {}
+        self._defaults: dict[str, ProjectParams] = {}
+        self._counts: dict[str, int] = {}  # base key -> stored increments, asked once
+        self._max_unroll = settings.max_unroll()
+        self._reset_scopes()
+
+    def _reset_scopes(self) -> None:
+        self._scopes: dict[str, Scope] = {}
+        self._crossings: dict[tuple[int, str, str], Scope] = {}
+        self._interned: dict[bytes, Scope] = {}
 
     def use(self, context: CallContext, tags: Mapping[type[Cell], tuple[int, ...]]) -> None:
         """Resolve in `context` from now on. `tags[cell]` must differ between two contexts
@@ -196,19 +191,11 @@ class Resolver:
         every context this resolver serves."""
         self.context = context
         self._tags = tags
+        self._reset_scopes()
 
     def project_params(self, project_name: str) -> ProjectParams:
         """The validated project params of `project_name` in this call context."""
-        values = self.context.params.get(project_name, {})
-        slot = (project_name, encode(dict(values)) if values else b"")
-        params = self._project_params.get(slot)
-        if params is None:
-            project = self.graph.projects[project_name]
-            params = build_model(
-                project.params, values, where=f"project {project_name!r}", what="project params"
-            )
-            self._project_params[slot] = params
-        return params
+        return self._all_params(self._scope(project_name))
 
     def instance(
         self,
@@ -216,33 +203,59 @@ class Resolver:
         values: Mapping[str, Any] | None = None,
         *,
         root_opts: Mapping[str, Any] | None = None,
+        as_edge: bool = False,
+        increments: Increments | None = None,
     ) -> Instance:
-        """The instance of `cell` given edge (or root) `values`; no VAR allowed here.
+        """The instance of `cell` given the call's (or, `as_edge`, an edge's) `values`; no VAR
+        allowed here. A call's values win over everything; an edge's rank as edge values.
+        `increments`: the instruction for an IncrementingCell `cell` (default: its own).
 
         Raises:
             SpecsValidationError: Specs, Opts or project params of some instance are invalid.
+            IncrementsError / SwitchError / UnrollLimitError: core/iterative.py.
         """
         values = values or {}
         tags = self._tags
-        cache_key = _cache_key(cell, values, root_opts, tags.get(cell, _NO_TAG))
+        node = None if as_edge else self.context.addressed
+        where = b"" if as_edge else b"^" + (node.token if node is not None else b"")
+        if increments is not None:
+            if not cell.is_incrementing:
+                raise IncrementsError(
+                    f"increments={increments!r} for {cell.full_name}, which is not an "
+                    "IncrementingCell; drop increments="
+                )
+            where += increments.token
+        cache_key = make_cache_key(cell, values, root_opts, tags.get(cell, NO_TAG), where)
         cache = self._cache
         found = cache.get(cache_key)
         if found is not None:
             return found
-        stack = [self._open(cell, cache_key, values, root_opts)]
+        scope = self._scope(cell.project.name)
+        stack = [
+            self._open(cell, cache_key, values, root_opts, scope, node, not as_edge, 0, increments)
+        ]
         while True:
             top = stack[-1]
             plan = top.plan
             keys = plan.keys
             resolved = top.resolved
             at = len(resolved)
+            child: tuple[Scope, AddressNode | None] | None = None
             while at < len(keys):
-                key = keys[at]
+                key = keys[at] if top.plain else None
+                child = None
                 if key is None:
                     target = plan.targets[at]
-                    key = _cache_key(target, plan.values[at], None, tags.get(target, _NO_TAG))
-                    if target not in tags:  # the same in every context: keep it
-                        keys[at] = key
+                    child = self._child(top, at)
+                    scope, node = child
+                    place = scope.token + (node.token if node is not None else b"")
+                    tag = tags.get(target, NO_TAG)
+                    instructions = plan.instructions
+                    told = instructions[at] if instructions is not None else None
+                    extra = told.token if told is not None else b""
+                    key = make_cache_key(target, plan.values[at], None, tag, place + extra)
+                    if top.plain and not place and target not in tags:
+                        keys[at] = key  # the same in every context: keep it
                 found = cache.get(key)
                 if found is None:
                     break
@@ -255,35 +268,194 @@ class Resolver:
                     return inst
                 stack[-1].resolved.append(inst)
                 continue
-            stack.append(self._open(plan.targets[at], key, plan.values[at], None))
+            if child is None:
+                child = self._child(top, at)
+            if plan.steps is None:
+                target, values = plan.targets[at], plan.values[at]
+                stack.append(self._open(target, key, values, None, *child, False, top.unroll, None))
+            else:
+                stack.append(self._open_step(top, at, key, child))
+
+    def _open_step(
+        self, top: Pending, at: int, key: CacheKey, child: tuple[Scope, AddressNode | None]
+    ) -> Pending:
+        """Open `top`'s `at`-th dependency, counting ITER steps and checking that one advanced."""
+        plan = top.plan
+        assert plan.steps is not None and plan.instructions is not None
+        fields = plan.steps[at]
+        unroll = top.unroll + 1 if fields else top.unroll
+        target, values = plan.targets[at], plan.values[at]
+        if unroll > self._max_unroll:
+            raise unroll_limit(target, top.cell, plan.edges[at], self._max_unroll, fields, values)
+        pending = self._open(
+            target, key, values, None, *child, False, unroll, plan.instructions[at]
+        )
+        for name in fields:
+            if getattr(pending.specs, name) != values[name]:
+                raise stuck(top.cell, plan.edges[at], target, name, values, pending.specs)
+        return pending
+
+    # --- scopes -----------------------------------------------------------------------------
+
+    def _scope(self, project: str) -> Scope:
+        """The default scope of `project` in this context."""
+        found = self._scopes.get(project)
+        if found is None:
+            context = self.context
+            found = Scope(
+                project,
+                context.params.get(project, {}),
+                {},
+                {},
+                context.assignments.get(project, {}),
+                b"",
+            )
+            self._scopes[project] = found
+        return found
+
+    def _child(self, top: Pending, at: int) -> tuple[Scope, AddressNode | None]:
+        """The scope and address node of `top`'s `at`-th dependency."""
+        plan = top.plan
+        target = plan.targets[at]
+        scope = top.scope
+        if target.project is not top.cell.project:
+            scope = self._cross(scope, top.cell, target.project.name)
+        node = top.node.children.get(plan.edges[at]) if top.node is not None else None
+        return scope, node
+
+    def _cross(self, scope: Scope, caller: type[Cell], project: str) -> Scope:
+        """The scope of `project`'s cells when `caller` (in `scope`) requires one of them:
+        the label a called assignment routes to it, and the caller's translated params."""
+        slot = (id(scope), caller.name, project)
+        found = self._crossings.get(slot)
+        if found is not None:
+            return found
+        decl = caller.project.calls.get(project)
+        label = scope.assignments.get(caller.name, {}).get(project)
+        translated: dict[str, Any] = {}
+        if decl is not None and decl.translations:
+            ours = self._all_params(scope)
+            translated = {to: getattr(ours, source) for to, source in decl.translations.items()}
+        if label is None and not translated:
+            found = self._scope(project)
+        else:
+            called = self.graph.projects[project]
+            selection = called.select_labels(label) if label is not None else None
+            params = {
+                **(selection.project_specs if selection else {}),
+                **translated,
+                **self.context.params.get(project, {}),
+            }
+            token = b"%" + encode([project, label, params])
+            found = self._interned.get(token)
+            if found is None:
+                found = Scope(
+                    project,
+                    params,
+                    selection.cell_specs if selection else {},
+                    selection.opts if selection else {},
+                    selection.called_assignments
+                    if selection
+                    else self.context.assignments.get(project, {}),
+                    token,
+                )
+                self._interned[token] = found
+        self._crossings[slot] = found
+        return found
+
+    def _set_params(self, scope: Scope) -> dict[str, Any]:
+        """The project params `scope` sets for this call, validated (name -> value)."""
+        found = scope._set
+        if found is None:
+            if scope.params:
+                model = self._all_params(scope)
+                found = {name: getattr(model, name) for name in scope.params}
+            else:
+                found = {}
+            scope._set = found
+        return found
+
+    def _all_params(self, scope: Scope) -> ProjectParams:
+        """Every project param of `scope` (defaults and what it sets), validated."""
+        found = scope._all
+        if found is None:
+            project = self.graph.projects[scope.project]
+            found = build_model(
+                project.params,
+                scope.params,
+                where=f"project {scope.project!r}",
+                what="project params",
+            )
+            scope._all = found
+        return found
+
+    def _param_defaults(self, project: str) -> ProjectParams:
+        found = self._defaults.get(project)
+        if found is None:
+            found = self._defaults[project] = self._all_params(Scope(project, {}, {}, {}, {}, b""))
+        return found
+
+    # --- instances --------------------------------------------------------------------------
 
     def _open(
         self,
         cell: type[Cell],
-        cache_key: _CacheKey,
+        cache_key: CacheKey,
         values: Mapping[str, Any],
         root_opts: Mapping[str, Any] | None,
-    ) -> _Pending:
-        """Validate the Specs and Opts of a new instance; its dependencies come next."""
+        scope: Scope,
+        node: AddressNode | None,
+        root: bool,
+        unroll: int,
+        increments: Increments | None,
+    ) -> Pending:
+        """Validate the Specs and Opts of a new instance (the order of the module docstring);
+        its dependencies come next."""
         merged: dict[str, Any] = {}
-        if cell.project_params:
-            pp = self.project_params(cell.project.name)
-            for name in cell.project_params:
-                merged[name] = getattr(pp, name)
-        merged.update(values)
+        subscribed = cell.project_params
+        if subscribed:
+            defaults = self._param_defaults(cell.project.name)
+            for name in subscribed:
+                merged[name] = getattr(defaults, name)
+        if values:
+            merged.update(values)
+        if subscribed and scope.params:
+            given = self._set_params(scope)
+            for name in subscribed:
+                if name in given:
+                    merged[name] = given[name]
+        if scope.cell_specs:
+            labelled = scope.cell_specs.get(cell.name)
+            if labelled:
+                merged.update(labelled)
         addressed = self.context.specs.get(cell.full_name)
         if addressed:
             merged.update(addressed)
+        if node is not None and node.values:
+            merged.update(node.values)
+        if root and values:
+            merged.update(values)
         specs = _defaults(cell.Specs, cell.full_name, merged, "Specs")
+        transformed: tuple[dict[str, Any], ...] = ()
+        if node is not None and self.context.transformers:
+            specs, transformed = transform(self.context.transformers, node.path, cell, specs)
         addressed_opts = self.context.opts.get(cell.full_name)
-        opts_values = {**(addressed_opts or {}), **(root_opts or {})}
+        labelled_opts = scope.opts.get(cell.name) if scope.opts else None
+        if addressed_opts or root_opts or labelled_opts:
+            opts_values = {**(labelled_opts or {}), **(addressed_opts or {}), **(root_opts or {})}
+        else:
+            opts_values = {}
         opts = _defaults(cell.Opts, cell.full_name, opts_values, "Opts")
         plan = self._plans.get(cell)
         if plan is None:
-            plan = self._plans[cell] = _EdgePlan(cell, self.graph.targets[cell])
-        return _Pending(cell, cache_key, specs, opts, plan)
+            plan = self._plans[cell] = EdgePlan(cell, self.graph.targets[cell])
+        if plan.conditional:
+            plan = EdgePlan(cell, self.graph.targets[cell], specs)
+        return Pending(
+            cell, cache_key, specs, opts, plan, scope, node, unroll, increments, transformed
+        )
 
-    def _close(self, pending: _Pending) -> Instance:
+    def _close(self, pending: Pending) -> Instance:
         """Every dependency is resolved: the release, the keys, the shared Instance."""
         cell, specs = pending.cell, pending.specs
         deps: dict[str, Instance | tuple[Instance, ...]] = {}
@@ -296,14 +468,19 @@ class Resolver:
             else:
                 deps[edge] = tuple(resolved[at : at + count])
                 at += count
+        dynamic, descriptors = dynamic_edges(pending, self.context, self._cross)
 
         release = None
         if cell.is_resource:
             if self.context.release_resolver is None:
                 raise RuntimeError(f"{cell.full_name} is a resource cell but no release resolver")
             release = self.context.release_resolver(cell, specs)
-        key = logic_key(cell, specs, deps, release)
-        inst = self._by_key.get(key)
+        key = logic_key(cell, specs, deps, release, dynamic=descriptors)
+        inst = (
+            self._by_key.get(key)
+            if not cell.is_incrementing
+            else self._increment(pending, deps, key, descriptors, dynamic)
+        )
         if inst is None:
             if release is None and all(d.skey == d.key for d in _flat(deps)):
                 skey = key
@@ -314,6 +491,7 @@ class Resolver:
                     deps,
                     STRUCTURAL_RELEASE if cell.is_resource else None,
                     structural=True,
+                    dynamic=descriptors,
                 )
             inst = Instance(
                 cell,
@@ -324,12 +502,59 @@ class Resolver:
                 release,
                 skey,
                 _collect_releases(deps, release, cell, key),
+                dynamic or _NO_DYNAMIC,
+                transformed=pending.transformed,
             )
             self._by_key[key] = inst
         self._cache[pending.cache_key] = inst
         return inst
 
+    def _increment(
+        self,
+        pending: Pending,
+        deps: dict[str, Instance | tuple[Instance, ...]],
+        base: str,
+        descriptors: dict[str, str] | None,
+        dynamic: dict[str, DynamicEdge] | None,
+    ) -> Instance:
+        """The increment `pending`'s instruction names: one instance per increment from the last
+        stored (or the first) on, each requiring the one before (the base is no instance)."""
+        cell, specs = pending.cell, pending.specs
+        counter = self.context.increment_counter
+        if base not in self._counts:
+            self._counts[base] = counter(cell, base) if counter is not None else 0
+        stored = self._counts[base]
+        target = (pending.increments or cell.increments).target(stored)  # type: ignore[attr-defined]
+        if all(d.skey == d.key for d in _flat(deps)):
+            structural = base
+        else:
+            structural = logic_key(cell, specs, deps, None, structural=True, dynamic=descriptors)
+        releases = _collect_releases(deps, None, cell, base)
+        previous: Instance | None = None
+        for index in range(min(stored, target) if stored else 1, target + 1):
+            key = increment_key(base, index)
+            inst = self._by_key.get(key)
+            if inst is None:
+                inst = Instance(
+                    cell,
+                    specs,
+                    pending.opts,
+                    deps if previous is None else {**deps, PREVIOUS_EDGE: previous},
+                    key,
+                    None,
+                    key if structural == base else increment_key(structural, index),
+                    releases,
+                    dynamic or _NO_DYNAMIC,
+                    index,
+                    base,
+                )
+                self._by_key[key] = inst
+            previous = inst
+        assert previous is not None  # an instruction resolves to an increment >= 1
+        return previous
 
+
+_NO_DYNAMIC: Mapping[str, DynamicEdge] = {}
 _NO_RELEASES: Mapping[str, str] = {}
 
 
@@ -371,26 +596,4 @@ def _flat(deps: Mapping[str, Instance | tuple[Instance, ...]]) -> Iterator[Insta
             yield dep
 
 
-def split_session_values(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Expand a mapping whose leaves may be VARs (nested one level) into concrete combos."""
-    flat: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, Mapping):
-            for inner, v in value.items():
-                flat[f"{name}\x00{inner}"] = v
-        else:
-            flat[name] = value
-    combos = []
-    for combo in expand(flat):
-        nested: dict[str, Any] = {}
-        for name, v in combo.items():
-            if "\x00" in name:
-                outer, inner = name.split("\x00", 1)
-                nested.setdefault(outer, {})[inner] = v
-            else:
-                nested[name] = v
-        combos.append(nested)
-    return combos
-
-
-__all__ = ["VAR", "CallContext", "Instance", "ReleaseLookup", "Resolver", "walk"]
+__all__ = ["VAR", "CallContext", "DynamicEdge", "Instance", "ReleaseLookup", "Resolver", "walk"]

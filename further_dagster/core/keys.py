@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from further_dagster.core.hashing import digest, digest_encoded, encode
 from further_dagster.core.params import Specs
+from further_dagster.core.versions import DEFAULT_VERSION
 
 if TYPE_CHECKING:
     from further_dagster.core.cell import Cell
@@ -42,6 +43,7 @@ def logic_key(
     release: str | None,
     *,
     structural: bool = False,
+    dynamic: Mapping[str, str] | None = None,
 ) -> str:
     """The logic key of `cell` with `specs`, resolved `deps` and `release`.
 
@@ -51,6 +53,8 @@ def logic_key(
         deps: edge -> dependency instance, or a tuple of them for a swept edge.
         release: the resolved release of a resource cell, None for other cells.
         structural: hash the dependencies' structural keys instead of their logic keys.
+        dynamic: edge -> descriptor of a DYN/STUB/RAND edge (resolved when the cell runs), in
+            place of a dependency key.
 
     Returns:
         32 lowercase hex characters.
@@ -60,6 +64,8 @@ def logic_key(
         edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple) else getattr(dep, attr)
         for edge, dep in deps.items()
     }
+    if dynamic:
+        dep_keys.update(dynamic)
     # This is encode() of the payload dict {"logic_version", "cell", "deps", "specs", "project",
     # "release"?, "libraries"?}, written out in its canonical (sorted-key) order because it is
     # the hot path of every cached lookup; test_keys pins that both spellings agree.
@@ -72,7 +78,7 @@ def logic_key(
         _PROJECT_FIELD,
         encode(cell.project.name),
     ]
-    count = 5
+    count = 6 if _keyed_version(cell) is not None else 5
     if release is not None:
         parts += [_RELEASE_FIELD, encode(release)]
         count += 1
@@ -113,6 +119,8 @@ def reference_logic_key(
             for edge, dep in deps.items()
         },
     }
+    if _keyed_version(cell) is not None:
+        payload["api_version"] = _keyed_version(cell)
     if release is not None:
         payload["release"] = release
     if cell.track_libraries:
@@ -122,12 +130,13 @@ def reference_logic_key(
 
 _PROJECT_FIELD = encode("project")
 _RELEASE_FIELD = encode("release")
-_PREFIXES: dict[tuple[type[Cell], Any], bytes] = {}
+_PREFIXES: dict[tuple[type[Cell], Any, Any], bytes] = {}
 
 
 def _key_prefix(cell: type[Cell]) -> bytes:
     """Encoded "logic_version" and "cell" entries, which come first in the sorted payload."""
-    found = _PREFIXES.get((cell, cell.logic_version))
+    slot = (cell, cell.logic_version, cell.api_version)
+    found = _PREFIXES.get(slot)
     if found is None:
         found = (
             encode("logic_version")
@@ -135,8 +144,18 @@ def _key_prefix(cell: type[Cell]) -> bytes:
             + encode("cell")
             + encode(cell.name)
         )
-        _PREFIXES[(cell, cell.logic_version)] = found
+        if _keyed_version(cell) is not None:
+            # "api_version" sorts before "logic_version" in the canonical encoding
+            found = encode("api_version") + encode(_keyed_version(cell)) + found
+        _PREFIXES[slot] = found
     return found
+
+
+def _keyed_version(cell: type[Cell]) -> str | None:
+    """The api_version as it enters the key: None (left out) at the default, so the keys of
+    cells that never set a version are those of before versions existed."""
+    version = str(cell.api_version)
+    return None if version == DEFAULT_VERSION else version
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from further_dagster.errors import InvalidNameError
 IDENTIFIER_PATTERN = "[A-Za-z_][A-Za-z0-9_]*"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
-RESULT_ATTRIBUTE_NAMES = frozenset({"key", "specs", "cell", "to_dict", "get"})
+RESULT_ATTRIBUTE_NAMES = frozenset({"key", "specs", "cell", "increment", "to_dict", "get"})
 """Attributes of a loaded result (`Contributions`) that a contribution would shadow."""
 
 STORE_RECORD_NAMES = frozenset({"manifest", "provenance"})

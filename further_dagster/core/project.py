@@ -23,6 +23,7 @@ from further_dagster.core.inits import FILE_NAME as INITS_FILE_NAME
 from further_dagster.core.inits import Label, Selection, check_labels, load_inits, select
 from further_dagster.core.names import check_identifier
 from further_dagster.core.params import ProjectParams
+from further_dagster.core.versions import pick
 from further_dagster.errors import (
     DuplicateNameError,
     InitError,
@@ -31,6 +32,8 @@ from further_dagster.errors import (
 )
 
 if TYPE_CHECKING:
+    from packaging.version import Version
+
     from further_dagster.core.cell import Cell
 
 
@@ -38,7 +41,10 @@ if TYPE_CHECKING:
 class RegistrySnapshot:
     """The registry's projects, each with the cells it had, at one moment (see `restore`)."""
 
-    projects: Mapping[str, tuple[Project, Mapping[str, type[Cell]]]]
+    projects: Mapping[
+        str,
+        tuple[Project, Mapping[str, type[Cell]], Mapping[str, Mapping[Version, type[Cell]]]],
+    ]
 
 
 class Registry:
@@ -103,7 +109,10 @@ class Registry:
         """The projects and their cells now, to `restore` later."""
         with self._lock:
             return RegistrySnapshot(
-                {name: (p, dict(p.cells)) for name, p in self._projects.items()}
+                {
+                    name: (p, dict(p.cells), {n: dict(v) for n, v in p.versions.items()})
+                    for name, p in self._projects.items()
+                }
             )
 
     def restore(self, snapshot: RegistrySnapshot) -> None:
@@ -113,11 +122,14 @@ class Registry:
         removed; the generation moves forward, never back.
         """
         with self._lock:
-            self._projects = {name: project for name, (project, _) in snapshot.projects.items()}
-            for project, cells in snapshot.projects.values():
+            self._projects = {name: entry[0] for name, entry in snapshot.projects.items()}
+            for project, cells, versions in snapshot.projects.values():
                 if project.cells != cells:
                     project.cells.clear()
                     project.cells.update(cells)
+                if project.versions != versions:
+                    project.versions.clear()
+                    project.versions.update({n: dict(v) for n, v in versions.items()})
             self._generation += 1
 
     @contextmanager
@@ -153,6 +165,50 @@ def generation() -> int:
     return REGISTRY.generation
 
 
+@dataclass(frozen=True)
+class CallDecl:
+    """A project's declared call into another project.
+
+    Attributes:
+        project: the called project's name.
+        translations: called project's param -> the calling project's param whose value it
+            takes (the Further seed's translations); the called project's cells see no other
+            param of the caller.
+        version: a version range of the called project (informational until versions coexist).
+    """
+
+    project: str
+    translations: Mapping[str, str]
+    version: str | None = None
+
+
+def _call_decls(owner: str, calls: Any) -> dict[str, CallDecl]:
+    """Normalize `Project(calls=...)`: a list of names, or name -> None | translations | range."""
+    if calls is None:
+        return {}
+    if isinstance(calls, str):
+        calls = [calls]
+    if not isinstance(calls, Mapping):
+        calls = {name: None for name in calls}
+    decls: dict[str, CallDecl] = {}
+    for name, how in calls.items():
+        check_identifier("called project", name, fix=f"Fix Project({owner!r}, calls=...).")
+        if how is None:
+            decls[name] = CallDecl(name, {})
+        elif isinstance(how, str):
+            decls[name] = CallDecl(name, {}, version=how)
+        elif isinstance(how, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in how.items()
+        ):
+            decls[name] = CallDecl(name, dict(how))
+        else:
+            raise InvalidNameError(
+                f"Project({owner!r}, calls={{{name!r}: {how!r}}}): give None, a version range "
+                f"string, or translations {{'called_param': 'caller_param'}}"
+            )
+    return decls
+
+
 class Project:
     """A namespace of cells.
 
@@ -168,6 +224,10 @@ class Project:
             run again.
         inits: the project's `project_inits.yaml` (its labels, see core/inits.py); default:
             `project_inits.yaml` beside the module that defines the project's cells.
+        calls: the other projects whose cells this project's cells require, as a list of
+            names or `{"lib": {"window": "smoothing"}}` (translations: the called project's
+            `window` takes this project's `smoothing`). A cell requiring a cell of a project
+            not declared here fails when the definition graph is loaded.
 
     Raises:
         InvalidNameError: `name` is not a plain identifier, or `params` is not a ProjectParams
@@ -184,6 +244,7 @@ class Project:
         params: type[ProjectParams] | None = None,
         replace: bool = False,
         inits: str | os.PathLike[str] | None = None,
+        calls: Sequence[str] | Mapping[str, Any] | None = None,
     ) -> None:
         check_identifier("project", name, fix="Rename the project, e.g. 'my_analysis'.")
         if params is not None and not (
@@ -194,7 +255,9 @@ class Project:
         self.version = version
         self.description = description
         self.params: type[ProjectParams] = params or ProjectParams
-        self.cells: dict[str, type[Cell]] = {}
+        self.cells: dict[str, type[Cell]] = {}  # name -> default version (core/versions.py)
+        self.versions: dict[str, dict[Version, type[Cell]]] = {}
+        self.calls: dict[str, CallDecl] = _call_decls(name, calls)
         self._inits = Path(inits) if inits is not None else None
         self._labels: tuple[tuple[Path, float], dict[str, Label]] | None = None
         REGISTRY.add(self, replace=replace)
@@ -235,6 +298,16 @@ class Project:
             params=self.params.model_fields,
             resources=[n for n, c in self.cells.items() if c.is_resource],
         )
+        for label in labels.values():
+            for caller, routes in label.called_assignments.items():
+                for called in routes:
+                    if called not in self.calls:
+                        raise InitError(
+                            f"{label.where}: label {label.name!r} routes a label of project "
+                            f"{called!r} for cell {caller!r}, but project {self.name!r} does "
+                            f"not declare calls into it (declared: "
+                            f"{sorted(self.calls) or 'none'}); add it to Project(calls=...)"
+                        )
         self._labels = (stamp, labels)
         return labels
 
@@ -251,41 +324,75 @@ class Project:
         """Add `cell` to the project (called by `Cell.__init_subclass__`).
 
         A class of the same module and qualified name replaces the previous one (a notebook
-        re-running a cell's class statement).
+        re-running a cell's class statement). Versions of one name coexist: at most one
+        current class (not archived) and any number of archived ones, one per api_version.
 
         Raises:
-            DuplicateNameError: another class already has this cell name in the project.
+            DuplicateNameError: another current class already has this cell name, or another
+                class has this name and api_version.
         """
-        existing = self.cells.get(cell.name)
-        if existing is not None and (existing.__module__, existing.__qualname__) != (
-            cell.__module__,
-            cell.__qualname__,
-        ):
+        versions = self.versions.setdefault(cell.name, {})
+        for version, other in list(versions.items()):
+            if _same_class(other, cell):
+                del versions[version]
+        current = [c for c in versions.values() if not c.archived]
+        if current and not cell.archived:
+            existing = current[0]
             raise DuplicateNameError(
                 f"project {self.name!r} already has a cell named {cell.name!r} "
-                f"({existing.__module__}.{existing.__qualname__}); give "
-                f"{cell.__module__}.{cell.__qualname__} another name= ."
+                f"({existing.__module__}.{existing.__qualname__}, api_version "
+                f"{existing.version}); give {cell.__module__}.{cell.__qualname__} another "
+                "name= , or keep the older one beside it as an archived version: "
+                f"`class {existing.__qualname__}(Cell, project=..., name={cell.name!r}, "
+                "archived=True)` with its own api_version."
             )
-        self.cells[cell.name] = cell
+        same = versions.get(cell.version)
+        if same is not None:
+            raise DuplicateNameError(
+                f"project {self.name!r} already has cell {cell.name!r} at api_version "
+                f"{cell.version} ({same.__module__}.{same.__qualname__}); give "
+                f"{cell.__module__}.{cell.__qualname__} another api_version or name= ."
+            )
+        versions[cell.version] = cell
+        self.cells[cell.name] = _default_version(versions)
         REGISTRY.bump()
 
-    def cell(self, name: str) -> type[Cell]:
-        """The cell called `name` in this project.
+    def all_cells(self) -> list[type[Cell]]:
+        """Every cell class of the project, archived versions included."""
+        return [c for versions in self.versions.values() for c in versions.values()]
+
+    def cell(self, name: str, version: str | None = None) -> type[Cell]:
+        """The cell called `name` in this project: its current version, or the highest that
+        the PEP 440 range `version` allows.
 
         Raises:
             UnknownCellError: the project has no such cell; the message lists its cells.
+            VersionError: no version of it satisfies `version`.
         """
         try:
-            return self.cells[name]
+            found = self.cells[name]
         except KeyError:
             known = ", ".join(sorted(self.cells)) or "(none)"
             raise UnknownCellError(
                 f"project {self.name!r} has no cell {name!r}; its cells are: {known}"
             ) from None
+        if version is None:
+            return found
+        return pick(self.versions[name], version, what=found.full_name, caller="the call")[1]
 
     def param_default(self, field: str) -> Any:
         """The default value of the project parameter `field`."""
         return self.params.model_fields[field].get_default(call_default_factory=True)
+
+
+def _same_class(a: type[Cell], b: type[Cell]) -> bool:
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def _default_version(versions: Mapping[Version, type[Cell]]) -> type[Cell]:
+    """The current (non-archived) class, else the highest archived one."""
+    current = [c for c in versions.values() if not c.archived]
+    return current[0] if current else versions[max(versions)]
 
 
 def get_project(name: str) -> Project:
@@ -309,12 +416,13 @@ def resolve_cell(ref: str | type[Cell], *, default_project: str | None = None) -
         raise UnknownCellError(
             f"a cell reference must be 'project.cell' or a Cell class, got {ref!r}"
         )
-    project_name, _, cell_name = ref.rpartition(".")
+    head, at, pinned = ref.partition("@")  # "project.cell@1.4": that version exactly
+    project_name, _, cell_name = head.rpartition(".")
     if not project_name:
         if default_project is None:
             raise UnknownCellError(f"cell reference {ref!r} needs a project: write 'project.{ref}'")
         project_name = default_project
-    return get_project(project_name).cell(cell_name)
+    return get_project(project_name).cell(cell_name, f"=={pinned}" if at else None)
 
 
 def all_projects() -> dict[str, Project]:

@@ -65,6 +65,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster_shared.error import SerializableErrorInfo
 
 __all__ = [
+    "install_sqlite_engine_cache",
     # slurm launcher / executor / modes (issue 4)
     "CheckRunHealthResult",
     "CheckStepHealthResult",
@@ -111,6 +112,7 @@ __all__ = [
     # asset checks evaluated by the skip-cached executor
     "AssetCheckEvaluation",
     "check_evaluation_event",
+    "check_targets",
     "step_check_keys",
 ]
 
@@ -182,21 +184,14 @@ def check_evaluation_event(
     severity: dg.AssetCheckSeverity,
     metadata: Mapping[str, Any],
     description: str | None,
+    targets: Mapping[Any, Any] | None = None,
 ) -> DagsterEvent:
     """Record the evaluation of an asset check for a check step that is not started, targeting
-    the asset's latest materialization (as a check step's own evaluation does)."""
-    records = plan_context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=check_key.asset_key), limit=1
-    ).records
-    target = (
-        AssetCheckEvaluationTargetMaterializationData(
-            storage_id=records[0].storage_id,
-            run_id=records[0].event_log_entry.run_id,
-            timestamp=records[0].event_log_entry.timestamp,
-        )
-        if records
-        else None
-    )
+    the asset's latest materialization (as a check step's own evaluation does); `targets`
+    (from `check_targets`, one query for many checks) saves the lookup."""
+    if targets is None:
+        targets = check_targets(plan_context.instance, [check_key.asset_key])
+    target = targets.get(check_key.asset_key)
     evaluation = AssetCheckEvaluation(
         asset_key=check_key.asset_key,
         check_name=check_key.name,
@@ -217,6 +212,20 @@ def check_evaluation_event(
         event_specific_data=evaluation,
         step_handle=_step_handle(step_key),
     )
+
+
+def check_targets(instance: Any, asset_keys: Sequence[dg.AssetKey]) -> dict[dg.AssetKey, Any]:
+    """Asset key -> its latest materialization as an asset check's target, in one query."""
+    found: dict[dg.AssetKey, Any] = {}
+    for record in instance.get_asset_records(list(asset_keys)):
+        latest = record.asset_entry.last_materialization_record
+        if latest is not None:
+            found[record.asset_entry.asset_key] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=latest.storage_id,
+                run_id=latest.event_log_entry.run_id,
+                timestamp=latest.event_log_entry.timestamp,
+            )
+    return found
 
 
 def subset_context(
@@ -422,3 +431,84 @@ def _output_asset_events(*args: Any, **kwargs: Any) -> Any:
 
 # Installed when the dagster layer is imported: every process that runs a cell step does.
 _execute_step._get_output_asset_events = _output_asset_events
+
+
+def code_working_directory(plan_context: PlanOrchestrationContext) -> str | None:
+    """The working directory the run's code location was loaded from (`-d`, or the current
+    directory of `dagster ... -m`), if its code pointer names one. Dagster puts it on sys.path
+    only while it loads the code, so a spawned process could not import the cells' module."""
+    pointer = getattr(plan_context.reconstructable_job.repository, "pointer", None)
+    found = getattr(pointer, "working_directory", None)
+    return found if isinstance(found, str) and found else None
+
+
+# --- SQLite storage: one SQLAlchemy engine per database file ------------------------------
+#
+# Dagster's SQLite event log and run storage build a new SQLAlchemy engine for every connection
+# (and dispose of it after), which costs more than the insert it serves: a step's handful of
+# events, and every cached step's recorded materialization, pay it again and again. An engine
+# with NullPool holds no connection, so keeping one per database file changes nothing else:
+# every `connect()` still opens (and closes) its own sqlite3 connection, under Dagster's lock.
+# The bodies below are Dagster 1.13.27's, with the engine kept.
+
+
+_SQLITE_STORAGES = (
+    "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+    "dagster._core.storage.runs.sqlite.sqlite_run_storage",
+)
+_engine_cache_installed = False
+
+
+def install_sqlite_engine_cache() -> None:
+    """One SQLAlchemy engine per SQLite database file for Dagster's event-log and run storage
+    (instead of one per connection). Installed when a run starts, or at import when Dagster's
+    SQLite storages are already loaded: importing them just to patch them would cost every
+    code-location load (the webserver's, the daemon's) about half a second."""
+    global _engine_cache_installed
+    if not _engine_cache_installed:
+        _engine_cache_installed = True
+        _install_sqlite_engine_cache()
+
+
+def _install_sqlite_engine_cache() -> None:
+    from contextlib import contextmanager
+
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+    from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engines: dict[tuple[str, bool], Any] = {}
+
+    def engine_for(conn_string: str, busy_timeout: bool) -> Any:
+        found = engines.get((conn_string, busy_timeout))
+        if found is None:
+            args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS} if busy_timeout else {}
+            found = create_engine(conn_string, poolclass=NullPool, connect_args=args)
+            engines[(conn_string, busy_timeout)] = found
+        return found
+
+    @contextmanager
+    def _connect(self: Any, shard: str) -> Any:
+        with self._db_lock:
+            engine = engine_for(self.conn_string_for_shard(shard), True)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+
+    @contextmanager
+    def connect(self: Any) -> Any:
+        with engine_for(self._conn_string, False).connect() as conn:
+            with conn.begin():
+                yield conn
+
+    SqliteEventLogStorage._connect = _connect  # type: ignore[method-assign]
+    SqliteRunStorage.connect = connect  # type: ignore[method-assign]
+
+
+if all(name in sys.modules for name in _SQLITE_STORAGES):
+    install_sqlite_engine_cache()

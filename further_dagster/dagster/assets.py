@@ -27,12 +27,16 @@ from further_dagster.dagster.location import (
 )
 from further_dagster.dagster.resources import FurtherResource, StoredCell
 from further_dagster.dagster.run_config import run_freshness, step_mode
+from further_dagster.dagster.runtime_children import record_runtime_children
 from further_dagster.dagster.specs_config import specs_config_schema
 from further_dagster.dagster.versions import input_tags, version_tags
+from further_dagster.dagster.waves import wave_report
 from further_dagster.engine.modes import Mode
 from further_dagster.engine.projection import CellAsset
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.errors import FurtherError
+
+DESCRIBED_PARTITIONS = 50  # rows of the partition table in an asset's description
 
 
 def _description(asset: CellAsset) -> str:
@@ -42,10 +46,15 @@ def _description(asset: CellAsset) -> str:
         doc = f"Cell {cell.full_name}."
     lines = [doc, "", f"Contributions: {', '.join(cell.contributions)}."]
     if asset.partitions is not None:
+        # the first rows only: the description travels in every snapshot of the code location,
+        # and the partitions page lists them all
+        keys = asset.partitions.keys
         lines += ["", "| partition | instance |", "|---|---|"]
         lines += [
-            f"| `{k}` | {asset.partitions.labels.get(k, '')} |" for k in asset.partitions.keys
+            f"| `{k}` | {asset.partitions.labels.get(k, '')} |" for k in keys[:DESCRIBED_PARTITIONS]
         ]
+        if len(keys) > DESCRIBED_PARTITIONS:
+            lines.append(f"| ... | {len(keys) - DESCRIBED_PARTITIONS} more partition(s) |")
     return "\n".join(lines)
 
 
@@ -75,6 +84,8 @@ def instance_metadata(
     releases = inst.releases()
     if releases:
         meta[T.RELEASES] = dg.MetadataValue.json(releases)
+    if inst.increment:
+        meta[T.INCREMENTS] = inst.increment
     return meta
 
 
@@ -103,6 +114,7 @@ def _step_instances(
         location.actual_instances(resolver=releases),
         config={key: config} if config else None,
         releases=releases,
+        tags=run.tags,
     )
 
 
@@ -111,6 +123,7 @@ def _compute(
     further: FurtherResource,
     asset: CellAsset,
     step: StepInstances,
+    report: RunReport | None = None,
 ) -> RunReport:
     """Run what the step is missing, in the step's mode; log what was not expected here."""
     upstream = [i for i in step.missing if i.cell is not asset.cell and not i.cell.is_resource]
@@ -131,7 +144,7 @@ def _compute(
         from further_dagster.dagster.slurm_step_handler import fanout_settings
 
         slurm = fanout_settings(context, location)
-    report = RunReport()
+    report = report if report is not None else RunReport()
     run_missing(
         location.store(),
         step.missing,
@@ -201,7 +214,9 @@ def _output(
 
     def hit(inst: Instance) -> bool:
         outcome = report.outcomes.get(inst.key)
-        return inst.key not in fresh or (outcome is not None and outcome.hit)
+        if outcome is not None:  # computed by this step, or for it by the run's waves
+            return outcome.hit
+        return inst.key not in fresh
 
     def seconds_of(inst: Instance) -> float:
         outcome = report.outcomes.get(inst.key)
@@ -223,6 +238,8 @@ def _output(
                 context.add_asset_metadata(own, partition_key=pk)
         metadata = {T.STEP_INSTANCES: len(mine), T.STEP_HITS: hits}
     metadata[T.STEP_SECONDS] = float(round(seconds, 4))
+    if step.labels.get(key):
+        metadata[T.LABELS] = dg.MetadataValue.json(list(step.labels[key]))
     keys = {pk: [i.key for i in insts] for pk, insts in by_partition.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # data_version is "beta" in 1.13
@@ -237,13 +254,23 @@ def _materialize(
     further: FurtherResource = getattr(context.resources, RESOURCE_KEY)
     started = time.perf_counter()
     try:
+        # the run's wave executor may have computed this step's instances (dagster/waves.py)
+        waved = wave_report(context.run.run_id, context.get_step_execution_context().step.key)
         step = _step_instances(context, location, asset)
-        report = _compute(context, further, asset, step)
+        report = _compute(context, further, asset, step, waved)
     except FurtherError as exc:
         raise _failure(asset, exc) from exc
     if report.computed:
         context.log.info(f"{asset.cell.full_name}: {report.summary()}")
-    return _output(context, location, asset, step, report, time.perf_counter() - started)
+    children = record_runtime_children(context, location, step, report)
+    output = _output(context, location, asset, step, report, time.perf_counter() - started)
+    if children:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)  # data_version is "beta" in 1.13
+            output = output.with_metadata(
+                {**output.metadata, T.RUNTIME_CALLS: dg.MetadataValue.json(children)}
+            )
+    return output
 
 
 def _upstream_deps(asset: CellAsset) -> list[dg.AssetDep]:

@@ -8,8 +8,10 @@ the job it runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+import gc
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import dagster as dg
 
@@ -24,7 +26,30 @@ from further_dagster.dagster.location import IO_MANAGER_KEY, RESOURCE_KEY, Locat
 from further_dagster.dagster.resources import further_io_manager, further_resource
 from further_dagster.dagster.sensor import SENSOR_NAME, release_sensor
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
+
+def _without_gc(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`fn` with the cyclic garbage collector off (restored after). Building thousands of
+    definitions makes many objects with few cycles, and the collector would traverse the growing
+    heap (Dagster's included) again and again: 260 collections, two of them full, while a
+    1,000-cell chain is built."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return wrapper
+
+
+@_without_gc
 def build_definitions(
     *projects: Project,
     calls: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None = None,
@@ -40,6 +65,8 @@ def build_definitions(
     slurm_client: Any = None,
     trust: Sequence[str] = (),
     asset_checks: bool | Sequence[Any] = True,
+    index_url: str | None = None,
+    project_init_label: str | Sequence[str] | None = None,
     **definitions_kwargs: Any,
 ) -> dg.Definitions:
     """Compile projects into Dagster definitions.
@@ -74,9 +101,16 @@ def build_definitions(
             `UntrustedPickleError` naming this argument.
         asset_checks: ship the asset checks of further_dagster.dagster.checks:
             `stored_result_intact` on every cell asset and `release_within_shelf_life` on every
-            resource cell whose freshness is `current(shelf_life)` (none blocking); False
-            leaves them out. A sequence of asset checks definitions adds them to the shipped ones
-            (as `dagster.Definitions(asset_checks=)` takes them).
+            resource cell whose freshness is `current(shelf_life)` (none blocking), all in one
+            `multi_asset_check` (one node of the asset job); False leaves them out. A sequence
+            of asset checks definitions adds them to the shipped ones (as
+            `dagster.Definitions(asset_checks=)` takes them).
+
+        index_url: the store's SQL index, written at every commit of its runs (default:
+            FURTHER_INDEX_URL, else SQLite at `<root>/.index.sqlite`; "none": no index).
+        project_init_label: label(s) of the first project's `project_inits.yaml` applied to
+            every asset of the location (assets, partitions and metadata follow); a run picks
+            other labels per asset with the op config `project_init_label`.
 
     Resource cells become observable source assets with key `[project, cell]`.
     """
@@ -92,6 +126,9 @@ def build_definitions(
         mode=mode,
         slurm_client=slurm_client,
         trust=[*trust, *(p.name for p in projects)],
+        index_url=index_url,
+        labels=project_init_label,
+        label_project=projects[0] if projects else None,
     )
     all_sensors = list(sensors)
     if location.has_resources and release_sensor_interval is not None:

@@ -3,13 +3,18 @@
 The run's mode is its ceiling (the Further seed's rule), decided by dagster/run_config.py: the
 run tag `further/mode` wins, then the executor run config `mode`, then this executor's default.
 
-| mode             | steps run by                                    | a step's instances     |
-|------------------|-------------------------------------------------|------------------------|
-| INLINE           | Dagster's in-process executor                   | one after another      |
-| LOCAL            | Dagster's multiprocess executor                 | threads                |
-| LOCAL_PROCESSES  | Dagster's multiprocess executor                 | spawned processes      |
-| DASK             | dagster-dask's executor (a local cluster)       | Dask tasks, same cluster |
-| SLURM            | step-delegating executor, Slurm step handler    | one Slurm job array    |
+| mode             | steps run by (`steps: in_process`, the default) | the run's instances      |
+|------------------|-------------------------------------------------|--------------------------|
+| INLINE           | Dagster's in-process executor                   | one after another        |
+| LOCAL            | in-process, instances as waves (waves.py)       | one thread pool          |
+| LOCAL_PROCESSES  | in-process, instances as waves (waves.py)       | one pool of processes    |
+| DASK             | in-process, instances as waves (waves.py)       | one Dask cluster         |
+| SLURM            | step-delegating executor, Slurm step handler    | one Slurm job array/step |
+
+With `steps: multiprocess` every mode uses Dagster's own executor for it, a process (or Dask
+task) per step, as before the waves: LOCAL and LOCAL_PROCESSES Dagster's multiprocess executor
+(each step's instances in threads or processes), DASK dagster-dask's executor; a DASK run with
+a `dask.cluster` config uses dagster-dask's executor too (that config is dagster-dask's).
 
 Each cell runs in its effective mode under the ceiling (`engine.modes.effective_mode`): a cell
 may ask for a mode at or below the run's, in the same branch; `in_parallel=False` forces it
@@ -30,6 +35,7 @@ from further_dagster.dagster import _compat
 from further_dagster.dagster.location import Location, location_of
 from further_dagster.dagster.run_config import SLURM_DEFAULTS, run_mode, slurm_layer
 from further_dagster.dagster.skip_cached import RECORD_CHOICES, SkipCachedExecutor
+from further_dagster.dagster.waves import WaveExecutor, wave_mode
 from further_dagster.engine.modes import Mode, parse_mode
 
 
@@ -67,6 +73,9 @@ class ModeExecutor(_compat.Executor):
     def inner(self, mode: Mode, location: Location | None, run: Any, instance: Any) -> Any:
         """Dagster's executor for `mode`, configured from this executor's config."""
         config = self.config
+        waves = config.get("steps", "in_process") == "in_process" and not config.get("dask")
+        if waves and wave_mode(mode) and location is not None:
+            return WaveExecutor(location.store(), mode, config["retries"], config["max_concurrent"])
         if mode is Mode.INLINE:
             return _compat.inner_executor("in_process", {"retries": config["retries"]})
         if mode in (Mode.LOCAL, Mode.LOCAL_PROCESSES):
@@ -74,7 +83,7 @@ class ModeExecutor(_compat.Executor):
                 "multiprocess",
                 {"retries": config["retries"], "max_concurrent": config["max_concurrent"]},
             )
-        if mode is Mode.DASK:
+        if mode is not Mode.SLURM:  # DASK, DASK_STATIC_DAG
             return dask_inner(config.get("dask") or {})
         from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
 
@@ -93,6 +102,7 @@ class ModeExecutor(_compat.Executor):
     def execute(
         self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
     ) -> Iterator[_compat.DagsterEvent]:
+        _compat.install_sqlite_engine_cache()  # this process writes the run's events
         run = plan_context.dagster_run
         location = location_of(plan_context.reconstructable_job.get_definition())
         mode = run_mode(run.tags, {"execution": {"config": self.config}}, self.default_mode)
@@ -163,8 +173,22 @@ def config_schema(default_mode: Mode) -> dict[str, Any]:
             default_value=None,
             description="Older spelling of `mode`: in_process = INLINE, multiprocess = LOCAL.",
         ),
+        "steps": dg.Field(
+            dg.Enum("FurtherSteps", [dg.EnumValue("in_process"), dg.EnumValue("multiprocess")]),
+            default_value="in_process",
+            description=(
+                "in_process: steps run in the run's process and the run's missing instances go "
+                "to the engine's pools for the mode (threads, processes, Dask) in waves across "
+                "steps; multiprocess: Dagster's own executor for the mode, a process per step. "
+                "SLURM runs a Slurm job per step either way."
+            ),
+        ),
         "max_concurrent": dg.Field(
-            dg.Noneable(int), default_value=None, description="steps running at once"
+            dg.Noneable(int),
+            default_value=None,
+            description="steps running at once (`steps: multiprocess`, SLURM); with `steps: "
+            "in_process`, the instances running at once (threads, processes or Dask workers; "
+            "default: CPUs + 2)",
         ),
         "retries": _compat.get_retries_config(),
         "record_cached": dg.Field(
@@ -201,9 +225,9 @@ def mode_executor_def(
 def further_executor_def(
     name: str = "further", *, default_inner: str = "multiprocess"
 ) -> dg.ExecutorDefinition:
-    """The further executor with Dagster's multiprocess (`default_inner="multiprocess"`, mode
-    LOCAL) or in-process (`"in_process"`, mode INLINE) executor by default; configure
-    `inner` or `mode` in run config to change it."""
+    """The further executor in mode LOCAL (`default_inner="multiprocess"`) or INLINE
+    (`"in_process"`) by default; configure `inner`, `mode` or `steps` in run config to
+    change it."""
     return mode_executor_def(
         Mode.INLINE if default_inner == "in_process" else Mode.LOCAL, name=name
     )

@@ -11,7 +11,7 @@ settings: there is no process-wide registry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,13 @@ from further_dagster.core.instances import (
     ReleaseLookup,
     Resolver,
 )
+from further_dagster.core.iterative import Increments
 from further_dagster.core.keys import STRUCTURAL_RELEASE
-from further_dagster.dagster.specs_config import split_config
+from further_dagster.core.project import Project
+from further_dagster.dagster import tags as T
+from further_dagster.dagster.specs_config import config_increments, split_config
+from further_dagster.engine.increments import StoredIncrements
+from further_dagster.engine.labels import label_context, label_names
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.plan import missing
 from further_dagster.engine.projection import CellAsset, Projection
@@ -40,7 +45,7 @@ IO_MANAGER_KEY = "further_io_manager"
 
 def asset_key_for(cell: type[Cell]) -> dg.AssetKey:
     """`[project, cell]`: the asset key of a cell."""
-    return dg.AssetKey([cell.project.name, cell.name])
+    return dg.AssetKey([cell.project.name, cell.asset_name])
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,12 @@ class StepInstances:
     Attributes:
         by_asset: asset key -> partition key (None: unpartitioned) -> the actual instances.
         missing: what must be computed so that all of them are stored (engine.plan.missing).
+        labels: asset key -> the project_inits labels its instances were resolved under.
     """
 
     by_asset: Mapping[dg.AssetKey, Mapping[str | None, list[Instance]]]
     missing: list[Instance]
+    labels: Mapping[dg.AssetKey, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def instances(self) -> list[Instance]:
@@ -73,6 +80,10 @@ class Location:
         slurm_client: the Slurm client its executor and steps use (None: the real one).
         trust: projects whose pickled results cells of other projects may read as inputs
             (`build_definitions(trust=...)` passes its own and the projects it compiles).
+        index_url: the store's SQL index (None: FURTHER_INDEX_URL, else `<root>/.index.sqlite`).
+        labels: labels of `label_project`'s project_inits.yaml applied to every asset
+            (`build_definitions(project_init_label=...)`); a run may pick others per asset.
+        label_project: the project whose labels those are (default: the graph's first).
     """
 
     def __init__(
@@ -85,10 +96,19 @@ class Location:
         mode: str | Mode = Mode.LOCAL,
         slurm_client: Any = None,
         trust: Sequence[str] = (),
+        index_url: str | None = None,
+        labels: str | Sequence[str] | None = None,
+        label_project: Project | None = None,
     ) -> None:
         self.graph = graph
+        self.index_url = index_url
         self.trust = tuple(trust)
-        self.projection = Projection(graph, roots)
+        self.labels = label_names(labels)
+        self.label_project = label_project or next(iter(graph.projects.values()), None)
+        self._roots = roots
+        self._labelled: dict[tuple[str, ...], Projection] = {}
+        self.projection = self.projection_for(self.labels)
+        self.has_increments = any(c.is_incrementing for c in graph.cells())
         self.asset_by_key: dict[dg.AssetKey, CellAsset] = {
             asset_key_for(cell): asset for cell, asset in self.projection.assets.items()
         }
@@ -101,6 +121,29 @@ class Location:
     def __repr__(self) -> str:
         return f"Location({len(self.asset_by_key)} assets, root={self.root!r})"
 
+    def context_for(self, labels: Sequence[str]) -> CallContext:
+        """The call context (params, specs, opts, called assignments) of `labels`."""
+        if not labels or self.label_project is None:
+            return CallContext()
+        return label_context(self.label_project, labels)
+
+    def counted_projection(
+        self, labels: Sequence[str], increments: Mapping[type[Cell], Increments]
+    ) -> Projection:
+        """The projection under `labels` with every increments instruction resolved against
+        the store now (and `increments` for incrementing roots): never cached."""
+        counter = StoredIncrements(self.store())
+        context = replace(self.context_for(tuple(labels)), increment_counter=counter)
+        return Projection(self.graph, self._roots, context, increments)
+
+    def projection_for(self, labels: Sequence[str]) -> Projection:
+        """The projection of the location's roots under `labels` (built once per labels)."""
+        key = tuple(labels)
+        found = self._labelled.get(key)
+        if found is None:
+            found = self._labelled[key] = Projection(self.graph, self._roots, self.context_for(key))
+        return found
+
     @property
     def has_resources(self) -> bool:
         return self.projection.has_resources
@@ -110,7 +153,9 @@ class Location:
         path = resolve_root(self.root)
         found = self._stores.get(path)
         if found is None:
-            found = self._stores[path] = ArtifactStore(path, trust=self.trust)
+            found = self._stores[path] = ArtifactStore(
+                path, trust=self.trust, index_url=self.index_url
+            )
         return found
 
     def release_resolver(
@@ -158,12 +203,14 @@ class Location:
         specs: Mapping[str, Any],
         opts: Mapping[str, Any],
         releases: ReleaseLookup | None,
+        labels: Sequence[str] | None = None,
     ) -> Instance:
         """`inst` with some Specs (and Opts) set by a run's config: a new instance, with its own
         logic key, resolved like a Session call with those values."""
         values = {**inst.specs.model_dump(), **specs}
         lookup = releases or (lambda cell, s: STRUCTURAL_RELEASE)
-        resolver = Resolver(self.graph, CallContext(release_resolver=lookup))
+        context = replace(self.context_for(labels or self.labels), release_resolver=lookup)
+        resolver = Resolver(self.graph, context)
         return resolver.instance(inst.cell, values, root_opts={**inst.opts.model_dump(), **opts})
 
     def step_instances(
@@ -174,22 +221,66 @@ class Location:
         config: Mapping[dg.AssetKey, Mapping[str, Any]] | None = None,
         releases: ReleaseLookup | None = None,
         verify: bool = True,
+        tags: Mapping[str, str] | None = None,
     ) -> StepInstances:
         """The instances of these assets (asset key -> its partition keys, None for all) and
         what of them is missing, by the one rule of engine/plan.py. `config` gives the assets'
-        run config (dagster/specs_config.py): Specs set there select other instances. A step
+        run config (dagster/specs_config.py): Specs set there select other instances; labels
+        come from it or from the run's `further/init_label` tag (`tags`). A step
         never trusts a stat alone (`verify`): a damaged result is moved aside and computed
         again, and the skip-cached executor never reports it as a cache hit."""
-        by_asset = {key: self.instances_for(key, pks, actual) for key, pks in partitions.items()}
-        for key, given in (config or {}).items():
-            specs, opts = split_config(self.asset_by_key[key].cell, given)
+        counted = None
+        if self.has_increments:
+            # which increment an instruction names depends on what is stored: resolve now
+            told = {
+                self.asset_by_key[k].cell: found
+                for k, given in (config or {}).items()
+                if (found := config_increments(self.asset_by_key[k].cell, given)) is not None
+            }
+            counted = self.counted_projection(self.labels, told)
+            actual = counted.actual_instances(releases)
+            by_asset = {
+                key: counted.instances_for(self.asset_by_key[key].cell, pks, actual)
+                for key, pks in partitions.items()
+            }
+        else:
+            by_asset = {
+                key: self.instances_for(key, pks, actual) for key, pks in partitions.items()
+            }
+        chosen = {key: self.labels for key in by_asset} if self.labels else {}
+        tagged = labels_of_tags(tags)
+        for key in list(by_asset):
+            given = (config or {}).get(key)
+            cell = self.asset_by_key[key].cell
+            specs, opts, labels = split_config(cell, given)
+            if labels is None:
+                labels = tagged  # the run's tag, where the asset's op config names none
+            if labels is not None:
+                chosen[key] = labels
+            if labels is not None and labels != self.labels:
+                labelled = (
+                    self.counted_projection(labels, counted.increments)
+                    if counted is not None
+                    else self.projection_for(labels)
+                )
+                by_asset[key] = labelled.instances_for(
+                    cell, partitions[key], labelled.actual_instances(releases)
+                )
             if specs or opts:
                 by_asset[key] = {
-                    pk: [self.configured(i, specs, opts, releases) for i in insts]
+                    pk: [self.configured(i, specs, opts, releases, labels) for i in insts]
                     for pk, insts in by_asset[key].items()
                 }
         targets = [i for by_pk in by_asset.values() for g in by_pk.values() for i in g]
-        return StepInstances(by_asset, missing(self.store(), targets, verify=verify))
+        return StepInstances(by_asset, missing(self.store(), targets, verify=verify), chosen)
+
+
+def labels_of_tags(tags: Mapping[str, str] | None) -> tuple[str, ...] | None:
+    """The labels a run's `further/init_label` tag names ("fast" or "fast,detailed"), or None."""
+    raw = (tags or {}).get(T.INIT_LABEL_TAG)
+    if raw is None:
+        return None
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 class FurtherResourceDefinition(dg.ResourceDefinition):

@@ -4,12 +4,14 @@ Every tick observes each resource instance (get_release(), recorded in the store
 when it changed, reported to Dagster as an observation with the new data version), resolves the
 releases the cells' freshness policies choose, and compares them with the sensor's cursor. For a
 release that changed, it requests the downstream instances that release reaches whose logic keys
-are not stored — a release that reaches only stored results (a flip back to an older release)
-requests no run but reports a cache-hit materialization of each reached asset/partition (see
-`_cache_hits`), so Dagster shows them fresh at the release they now rest on — and an unchanged
-re-observation requests nothing at all. A release the sensor sees for the first time (a new
-deployment, a reset cursor) counts as a change: when everything it reaches is already stored,
-that too requests nothing (and reports the hits Dagster has not recorded yet).
+are not stored, and records a cache-hit materialization of each reached asset/partition that is
+stored and rests only on stored results (see `_report_hits`), so Dagster shows them fresh at the
+release they now rest on at once: a release that reaches only stored results (a flip back to an
+older release) requests no run at all, and one that reaches some stored instances (a notebook
+computed them already) requests a run of the others only. An unchanged re-observation requests
+nothing. A release the sensor sees for the first time (a new deployment, a reset cursor) counts
+as a change: when everything it reaches is already stored, that too requests nothing (and
+records the hits Dagster has not recorded yet).
 
 Requests: one run over the affected assets; when partitioned assets are affected, the run covers
 their partitions (one partition key, or a partition range tagged with the exact keys); when
@@ -154,22 +156,27 @@ def evaluate_releases(
     in_reach = {i.key for i in reached}
     todo = [i for i in missing(store, reached) if i.key in in_reach]
     labels = {i.label: i.release or "" for i in resources if i.skey in changed}
+    # stored instances whose reached dependencies are all stored too: told now as cache hits
+    # (the others are recorded by the run that computes what they rest on)
+    waiting = {i.skey for i in todo}
+    stored = []
+    for inst in reached:  # dependencies first
+        if inst.skey in waiting or any(d.skey in waiting for d in inst.dep_instances()):
+            waiting.add(inst.skey)
+        else:
+            stored.append(inst)
+    hits = _report_hits(location, store, actual, stored, instance)
+    if log is not None and hits:
+        log.info(
+            f"{len(hits)} instance(s) the new release(s) reach are stored: reported as cache "
+            "hit(s): " + ", ".join(k.to_user_string() + (f"[{pk}]" if pk else "") for k, pk in hits)
+        )
     if not todo:
-        hits = _cache_hits(location, store, actual, reached, instance)
-        if log is not None and hits:
-            log.info(
-                f"every instance the new release(s) reach is stored: reporting {len(hits)} "
-                "cache hit(s): "
-                + ", ".join(
-                    h.asset_key.to_user_string() + (f"[{h.partition}]" if h.partition else "")
-                    for h in hits
-                )
-            )
         return dg.SensorResult(
             skip_reason=f"release changed ({_short(labels)}) but every instance it reaches is "
             f"stored ({len(hits)} cache hit(s) reported)",
             cursor=new_cursor,
-            asset_events=[*events, *hits],
+            asset_events=events,
         )
     request = _request(location, todo, labels, previous, asset_graph)
     if log is not None:
@@ -231,64 +238,34 @@ def _version_of(record: Any) -> str | None:
     return version.value if version is not None else None
 
 
-HIT_LOOKBACK = 25  # materializations of one partition searched for an earlier equal version
+def _pointer(instance: Any, key: dg.AssetKey, source: bool) -> str:
+    """The input event pointer to `key` now: the storage id of its latest record (of any
+    partition), so that Dagster sees a dependency partition recorded after it as changed."""
+    record = instance.get_latest_data_version_record(key, source)
+    return str(record.storage_id) if record is not None else _compat.NULL_EVENT_POINTER
 
 
-def _equal_version_record(instance: Any, key: dg.AssetKey, pk: str, version: str) -> int | None:
-    """The storage id of the latest materialization of (key, pk) with data version `version`."""
-    found = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=HIT_LOOKBACK
-    ).records
-    for record in found:  # newest first
-        if _version_of(record) == version:
-            return int(record.storage_id)
-    return None
-
-
-def _partition_pointer(
-    instance: Any, key: dg.AssetKey, versions: Mapping[str, str], planned: set[str]
-) -> str:
-    """An input event pointer for a partitioned dependency, valid once this tick's events are
-    recorded. Dagster decides a partition dependency changed when its latest record after the
-    pointer differs in data version from its latest record at or before the pointer; our own
-    events get their storage ids only after the tick, so the pointer is the newest earlier
-    record carrying the version each partition has now, checked to be what Dagster finds at or
-    before it for every partition. When no such pointer exists (a result stored by a Session,
-    never recorded in Dagster at that version) the null pointer is used: Dagster then compares
-    latest with latest, which is fresh (and stays so until the next run records real inputs)."""
-    if instance is None:
-        return _compat.NULL_EVENT_POINTER
-    ids: list[int] = []
-    for pk, version in versions.items():
-        found = _equal_version_record(instance, key, pk, version)
-        if found is None:
-            return _compat.NULL_EVENT_POINTER
-        ids.append(found)
-    cursor = max(ids)
-    for pk, version in versions.items():
-        record = instance.get_latest_data_version_record(key, False, pk, before_cursor=cursor + 1)
-        if record is None or _version_of(record) != version:
-            return _compat.NULL_EVENT_POINTER
-        if pk not in planned:  # no hit reported now: the latest record must carry it already
-            latest = instance.get_latest_data_version_record(key, False, pk)
-            if latest is None or _version_of(latest) != version:
-                return _compat.NULL_EVENT_POINTER
-    return str(cursor)
-
-
-def _cache_hits(
+def _report_hits(
     location: Location,
     store: Store,
     actual: Mapping[str, Instance],
-    reached: list[Instance],
+    stored: list[Instance],
     instance: Any,
-) -> list[dg.AssetMaterialization]:
-    """Cache-hit materializations for the reached instances (all stored) that Dagster has not
-    recorded at their logic key, dependencies first, with the version tags a run would write.
+) -> list[tuple[dg.AssetKey, str | None]]:
+    """Record a cache-hit materialization for each of these stored instances (dependencies
+    first) that Dagster does not show at its logic key, with the version tags a run would write;
+    returns the (asset key, partition) of each.
 
-    The input tags come from what this tick knows, not from Dagster's records (this tick's own
-    events are recorded after it): a resource input has the data version of the releases now
-    chosen (the observation reported in the same result), a cell input its logic key."""
+    They are written to the instance here, one after the other, rather than returned with the
+    tick's events: an input event pointer is a storage id, and a dependency partition's hit
+    gets one only once it is recorded. So a dependent's pointer is the real record of what it
+    rests on (also when that result was stored by a Session and never recorded in Dagster), and
+    a later change of that partition shows through it as stale. A resource input carries the
+    data version of the release this tick chose (its observation is among the tick's events).
+    Without an instance (a bare sensor context) there is nothing to tell and nothing is
+    written."""
+    if instance is None:
+        return []
     where = _where(location)
     resource_versions: dict[dg.AssetKey, str] = {}
     for cell, asset in location.projection.assets.items():
@@ -300,16 +277,14 @@ def _cache_hits(
             }
             if rel:
                 resource_versions[asset_key_for(cell)] = data_version_of(rel)
-    hits: list[dg.AssetMaterialization] = []
-    planned: dict[dg.AssetKey, set[str]] = {}
-    for inst in reached:
+    hits: list[tuple[dg.AssetKey, str | None]] = []
+    for inst in stored:
         if inst.skey not in where:
             continue  # not an asset of this code location
         key, pk, _ = where[inst.skey]
-        if instance is not None:
-            record = instance.get_latest_data_version_record(key, False, pk)
-            if record is not None and _version_of(record) == inst.key:
-                continue  # Dagster already shows this instance at its logic key
+        record = instance.get_latest_data_version_record(key, False, pk)
+        if record is not None and _version_of(record) == inst.key:
+            continue  # Dagster already shows this instance at its logic key
         deps: dict[dg.AssetKey, dict[str | None, str]] = {}
         resource_deps: set[dg.AssetKey] = set()
         for dep in inst.dep_instances():
@@ -328,20 +303,10 @@ def _cache_hits(
             else:
                 value = "partitions:" + digest({str(p): v for p, v in versions.items()})[:16]
             inputs[_compat.get_input_data_version_tag(dkey)] = value
-            if None in versions or dkey in resource_deps:
-                record = (
-                    instance.get_latest_data_version_record(dkey, dkey in resource_deps)
-                    if instance is not None
-                    else None
-                )
-                pointer = (
-                    str(record.storage_id) if record is not None else _compat.NULL_EVENT_POINTER
-                )
-            else:
-                by_pk = {str(p): v for p, v in versions.items()}
-                pointer = _partition_pointer(instance, dkey, by_pk, planned.get(dkey, set()))
-            inputs[_compat.get_input_event_pointer_tag(dkey)] = pointer
-        hits.append(
+            inputs[_compat.get_input_event_pointer_tag(dkey)] = _pointer(
+                instance, dkey, dkey in resource_deps
+            )
+        instance.report_runless_asset_event(
             dg.AssetMaterialization(
                 asset_key=key,
                 partition=pk,
@@ -350,8 +315,7 @@ def _cache_hits(
                 tags=version_tags(inst, inputs),
             )
         )
-        if pk is not None:
-            planned.setdefault(key, set()).add(pk)
+        hits.append((key, pk))
     return hits
 
 

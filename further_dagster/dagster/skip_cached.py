@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -23,7 +24,9 @@ from further_dagster.dagster import tags as T
 from further_dagster.dagster.assets import instance_metadata
 from further_dagster.dagster.checks import (
     INTACT,
-    SHELF_LIFE,
+    AfterChecks,
+    NowChecks,
+    executor_checks,
     intact_evaluation,
     shelf_life_evaluation,
 )
@@ -37,6 +40,7 @@ from further_dagster.dagster.versions import (
     observation_tags,
     version_tags,
 )
+from further_dagster.dagster.waves import WaveExecutor, wave_steps
 from further_dagster.errors import FurtherError
 
 RECORD_CHOICES = ("materialization", "observation", "none")
@@ -44,25 +48,41 @@ RECORD_CHOICES = ("materialization", "observation", "none")
 CachedStep = list[tuple[dg.AssetKey, Mapping[str | None, list[Instance]]]]
 
 
-def cached_steps(
-    location: Location, execution_plan: _compat.ExecutionPlan, run: Any
-) -> tuple[dict[str, CachedStep], Mapping[str, Instance]]:
-    """Step key -> [(asset key, {partition key: instances})] for the steps of `run` whose
-    instances are all stored, and the run's actual instances (by structural key). A step that
-    cannot be planned (a bad freshness override, an unknown partition) is left to run, so that
-    it fails with the message."""
+@dataclass
+class RunSteps:
+    """What planning a run found, step by step.
+
+    Attributes:
+        cached: step key -> [(asset key, {partition key: instances})] for the steps whose
+            instances are all stored.
+        missing: step key -> what that step must compute (its own instances and any missing
+            upstream instance they need), for the steps that are not cached.
+        owned: instance key -> the step whose assets hold it.
+        actual: the run's actual instances (by structural key).
+    """
+
+    cached: dict[str, CachedStep] = field(default_factory=dict)
+    missing: dict[str, list[Instance]] = field(default_factory=dict)
+    owned: dict[str, str] = field(default_factory=dict)
+    actual: Mapping[str, Instance] = field(default_factory=dict)
+
+
+def plan_steps(location: Location, execution_plan: _compat.ExecutionPlan, run: Any) -> RunSteps:
+    """Plan every cell step of `run` by engine/plan.py's rule (see `RunSteps`). A step that
+    cannot be planned (a bad freshness override, an unknown partition) is left out, so that
+    it runs and fails with the message."""
     steps = _compat.step_asset_keys(execution_plan)
     cells = {k: v for k, v in steps.items() if v and all(a in location.asset_by_key for a in v)}
+    found = RunSteps()
     if not cells:
-        return {}, {}
+        return found
     try:
         releases = None
         if location.has_resources:
             releases = location.release_resolver(run_freshness(location, run.tags, run.run_config))
-        actual = location.actual_instances(resolver=releases)
+        found.actual = actual = location.actual_instances(resolver=releases)
     except FurtherError:
-        return {}, {}
-    cached: dict[str, CachedStep] = {}
+        return found
     for step_key, asset_keys in cells.items():
         partitions = {
             key: run_partition_keys(run.tags, location.asset_by_key[key]) for key in asset_keys
@@ -74,12 +94,26 @@ def cached_steps(
                 actual,
                 config={key: given for key in asset_keys} if given else None,
                 releases=releases,
+                tags=run.tags,
             )
         except FurtherError:
             continue
-        if not step.missing:
-            cached[step_key] = list(step.by_asset.items())
-    return cached, actual
+        for inst in step.instances:
+            found.owned.setdefault(inst.key, step_key)
+        if step.missing:
+            found.missing[step_key] = step.missing
+        else:
+            found.cached[step_key] = list(step.by_asset.items())
+    return found
+
+
+def cached_steps(
+    location: Location, execution_plan: _compat.ExecutionPlan, run: Any
+) -> tuple[dict[str, CachedStep], Mapping[str, Instance]]:
+    """Step key -> [(asset key, {partition key: instances})] for the steps of `run` whose
+    instances are all stored, and the run's actual instances (see `plan_steps`)."""
+    found = plan_steps(location, execution_plan, run)
+    return found.cached, found.actual
 
 
 class SkipCachedExecutor(_compat.Executor):
@@ -103,8 +137,10 @@ class SkipCachedExecutor(_compat.Executor):
     def execute(
         self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
     ) -> Iterator[_compat.DagsterEvent]:
+        _compat.install_sqlite_engine_cache()  # this process writes the run's events
         started = time.perf_counter()
-        cached, actual = cached_steps(self.location, execution_plan, plan_context.dagster_run)
+        planned = plan_steps(self.location, execution_plan, plan_context.dagster_run)
+        cached, actual = planned.cached, planned.actual
         now_checks, after_checks = self._checks_here(plan_context, execution_plan, cached)
         all_steps = [s.key for s in execution_plan.get_all_steps_in_topo_order()]
         skipped = {*cached, *now_checks, *after_checks}
@@ -121,9 +157,11 @@ class SkipCachedExecutor(_compat.Executor):
                 for step_key, entries in cached.items():
                     for asset_key, by_pk in entries:
                         yield from self._record(plan_context, step_key, asset_key, by_pk, root)
-        yield from self._evaluate_checks(plan_context, now_checks, actual, digest=False)
+        yield from self._evaluate_checks(plan_context, now_checks, actual, digest=None)
         if not to_run:
             return
+        if isinstance(self.inner, WaveExecutor):
+            self.inner.plan(wave_steps(planned.missing, planned.owned), planned.owned)
         succeeded: set[str] = set()
         if len(to_run) == len(all_steps):
             events = self.inner.execute(plan_context, execution_plan)
@@ -137,8 +175,10 @@ class SkipCachedExecutor(_compat.Executor):
                 succeeded.add(event.step_key)
             yield event
         done = {
-            s: keys for s, (asset_step, keys) in after_checks.items() if asset_step in succeeded
+            s: [key for asset_step, key in pairs if asset_step in succeeded]
+            for s, pairs in after_checks.items()
         }
+        done = {s: keys for s, keys in done.items() if keys}
         if done:
             # computed now: a full audit (digests), as the check step would have done
             run = plan_context.dagster_run
@@ -155,40 +195,22 @@ class SkipCachedExecutor(_compat.Executor):
         plan_context: _compat.PlanOrchestrationContext,
         execution_plan: _compat.ExecutionPlan,
         cached: Mapping[str, CachedStep],
-    ) -> tuple[dict[str, list[dg.AssetCheckKey]], dict[str, tuple[str, list[dg.AssetCheckKey]]]]:
+    ) -> tuple[NowChecks, AfterChecks]:
         """The check steps of dagster/checks.py this executor evaluates itself instead of
-        starting a process (or a Slurm job) for them: (now, after). Now: the
-        `stored_result_intact` check of a cached asset (with the cheap checks planning just
-        made) and every `release_within_shelf_life` check (it reads records only). After (check
-        step -> (its asset's step, check keys)): the intact check of an asset whose step runs
-        in this run, evaluated once that step succeeded. A check step without its asset's step
-        in the plan, or with a check of another kind, is left to run."""
+        starting a process (or a Slurm job) for them: (now, after), see
+        `checks.executor_checks`."""
         cached_assets = {key for entries in cached.values() for key, _ in entries}
         run = plan_context.dagster_run
         try:
             run_freshness(self.location, run.tags, run.run_config)
         except FurtherError:
             return {}, {}
-        step_of = {
-            key: step_key
-            for step_key, keys in _compat.step_asset_keys(execution_plan).items()
-            for key in keys
-        }
-        now: dict[str, list[dg.AssetCheckKey]] = {}
-        after: dict[str, tuple[str, list[dg.AssetCheckKey]]] = {}
-        for step_key, keys in _compat.step_check_keys(execution_plan).items():
-            if len(keys) != 1 or keys[0].asset_key not in self.location.asset_by_key:
-                continue
-            (key,) = keys
-            is_resource = self.location.asset_by_key[key.asset_key].cell.is_resource
-            if key.name == SHELF_LIFE and is_resource:
-                now[step_key] = keys
-            elif key.name == INTACT and not is_resource:
-                if key.asset_key in cached_assets:
-                    now[step_key] = keys
-                elif key.asset_key in step_of:
-                    after[step_key] = (step_of[key.asset_key], keys)
-        return now, after
+        return executor_checks(
+            self.location,
+            _compat.step_check_keys(execution_plan),
+            _compat.step_asset_keys(execution_plan),
+            cached_assets,
+        )
 
     def _evaluate_checks(
         self,
@@ -196,14 +218,18 @@ class SkipCachedExecutor(_compat.Executor):
         checks: Mapping[str, list[dg.AssetCheckKey]],
         actual: Mapping[str, Instance],
         *,
-        digest: bool,
+        digest: bool | None,
     ) -> Iterator[_compat.DagsterEvent]:
         """An asset check evaluation for each check of `checks` (see `_checks_here`); the
-        intact check with digests or with the cheap checks (`is_intact`: sizes, no file read)."""
+        intact check with digests (True), the cheap checks (False: sizes, no file read) or as
+        the store's verify mode says (None, see dagster/checks.py)."""
         if not checks:
             return
         run = plan_context.dagster_run
         freshness = run_freshness(self.location, run.tags, run.run_config)
+        targets = _compat.check_targets(
+            plan_context.instance, list({k.asset_key: 0 for ks in checks.values() for k in ks})
+        )
         for step_key, keys in checks.items():
             for key in keys:
                 cell = self.location.asset_by_key[key.asset_key].cell
@@ -226,6 +252,7 @@ class SkipCachedExecutor(_compat.Executor):
                     severity=severity,
                     metadata=metadata,
                     description=description,
+                    targets=targets,
                 )
 
     def _summary(
@@ -323,4 +350,4 @@ class SkipCachedExecutor(_compat.Executor):
             )
 
 
-__all__ = ["RECORD_CHOICES", "SkipCachedExecutor", "cached_steps"]
+__all__ = ["RECORD_CHOICES", "RunSteps", "SkipCachedExecutor", "cached_steps", "plan_steps"]

@@ -10,9 +10,10 @@ submission) goes one of two ways, decided when it is launched (`route`):
   computes the instance inline.
 - **a local step process that submits ONE job array**: a step with several missing instances
   (a sweep's partition range; Definitions use single-run backfills) runs next to the run
-  worker and hands the missing instances to the engine's SLURM backend, which submits those
-  that are ready together as one array of `compute.ensure` tasks, and waits. Array tasks never
-  import dagster. A cell whose effective mode is INLINE (`in_parallel=False`, or `mode =
+  worker and hands the missing instances to the engine's SLURM backend, which submits them in
+  one pass (one array per level and spec, chained by `--dependency`; engine/backends/slurm.py)
+  and waits. Array tasks import the cells' modules, never the code location, so never dagster.
+  A cell whose effective mode is INLINE (`in_parallel=False`, or `mode =
   "INLINE"`) also runs its step here: it is not worth a Slurm job.
 
 The route is written to the run's tags (`further/slurm_route/<step>`) before the launch; the
@@ -151,6 +152,7 @@ class SlurmStepHandler(_compat.StepHandler):
             location.actual_instances(resolver=releases),
             config={k: given for k in keys} if given else None,
             releases=releases,
+            tags=run.tags,
         )
         return location.asset_by_key[keys[0]].cell, len(planned.missing)
 

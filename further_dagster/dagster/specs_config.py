@@ -3,8 +3,10 @@
 In the Launchpad or with `--config-json`, `{"n_samples": 50}` under the asset's op selects the
 instance with those Specs (every other field keeps the value the code location resolved):
 it is materialized and recorded under its own logic key, so a Session calling the cell with
-the same values finds it stored. Opts go under `opts` (never part of a key). Each field is
-typed from its annotation, so a wrong field or type fails before the run, naming it.
+the same values finds it stored. Opts go under `opts` (never part of a key), labels of the
+project's `project_inits.yaml` under `project_init_label` (a name or a list, replacing the code
+location's labels for this asset's instances). Each field is typed from its annotation, so a
+wrong field or type fails before the run, naming it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import dagster as dg
 from pydantic import BaseModel
 
 from further_dagster.core.cell import Cell
+from further_dagster.core.iterative import Increments
 
 OPTS_KEY = "opts"
+LABEL_KEY = "project_init_label"
+INCREMENTS_KEY = "increments"
 
 
 def _config_type(annotation: Any) -> Any:
@@ -66,16 +71,48 @@ def specs_config_schema(cell: type[Cell]) -> dict[str, dg.Field] | None:
         schema[OPTS_KEY] = dg.Field(
             opts, is_required=False, description="Opts (never part of the logic key)"
         )
+    if cell.is_incrementing and INCREMENTS_KEY not in schema:
+        schema[INCREMENTS_KEY] = dg.Field(
+            dg.Permissive(),
+            is_required=False,
+            description=(
+                "which increment to run to: one of {exactly: N}, {at_least: N}, {best: true}, "
+                "{more: K} (default: the cell's own instruction)"
+            ),
+        )
+    if LABEL_KEY not in schema and cell.project.inits_path is not None:
+        if cell.project.inits_path.exists():
+            schema[LABEL_KEY] = dg.Field(
+                dg.Any,
+                is_required=False,
+                description=(
+                    "label(s) of the project's project_inits.yaml for this run: a name or a "
+                    f"list of names ({', '.join(sorted(cell.project.labels())) or 'none'})"
+                ),
+            )
     return schema or None
+
+
+def config_increments(cell: type[Cell], config: Mapping[str, Any] | None) -> Increments | None:
+    """The `increments` instruction an op config gives an incrementing cell (None: none)."""
+    given = (config or {}).get(INCREMENTS_KEY)
+    if not cell.is_incrementing or INCREMENTS_KEY in cell.Specs.model_fields or given is None:
+        return None
+    return Increments(**dict(given))
 
 
 def split_config(
     cell: type[Cell], config: Mapping[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Specs values, Opts values) given in an op config."""
+) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...] | None]:
+    """(Specs values, Opts values, labels or None) given in an op config."""
     values = dict(config or {})
+    if cell.is_incrementing and INCREMENTS_KEY not in cell.Specs.model_fields:
+        values.pop(INCREMENTS_KEY, None)
     opts = values.pop(OPTS_KEY, None) if OPTS_KEY not in cell.Specs.model_fields else None
-    return values, dict(opts or {})
+    labels = values.pop(LABEL_KEY, None) if LABEL_KEY not in cell.Specs.model_fields else None
+    if labels is not None:
+        labels = (labels,) if isinstance(labels, str) else tuple(str(x) for x in labels)
+    return values, dict(opts or {}), labels
 
 
 def op_config(run_config: Mapping[str, Any] | None, step_key: str) -> Mapping[str, Any]:
@@ -84,4 +121,12 @@ def op_config(run_config: Mapping[str, Any] | None, step_key: str) -> Mapping[st
     return (ops.get(step_key) or {}).get("config") or {}
 
 
-__all__ = ["OPTS_KEY", "op_config", "specs_config_schema", "split_config"]
+__all__ = [
+    "INCREMENTS_KEY",
+    "LABEL_KEY",
+    "OPTS_KEY",
+    "config_increments",
+    "op_config",
+    "specs_config_schema",
+    "split_config",
+]

@@ -26,6 +26,10 @@ from typing import Any
 
 from further_dagster.core.cell import Contributions, check_type
 from further_dagster.core.instances import Instance
+from further_dagster.core.iterative import PREVIOUS_EDGE
+from further_dagster.engine.dynamic import RuntimeCalls
+from further_dagster.engine.increments import increment_of
+from further_dagster.engine.queries import Db, queries_of
 from further_dagster.errors import (
     CorruptArtifactError,
     CorruptInputError,
@@ -34,7 +38,7 @@ from further_dagster.errors import (
     UntrustedInputError,
     UntrustedPickleError,
 )
-from further_dagster.store import Expected, Outcome, Store
+from further_dagster.store import Computed, Expected, Outcome, Store
 from further_dagster.store.codecs import Pinned
 
 log = logging.getLogger("further")
@@ -86,7 +90,13 @@ def load(store: Store, inst: Instance, *, reader: str | None = None) -> Contribu
             raise CorruptArtifactError(f"{project}.{name}@{inst.key} is damaged: {problem}")
     except CorruptArtifactError as exc:
         raise _quarantined(store, inst, exc) from exc
-    return Contributions(values, key=inst.key, specs=inst.specs, cell=cell.full_name)
+    return Contributions(
+        values,
+        key=inst.key,
+        specs=inst.specs,
+        cell=cell.full_name,
+        increment=inst.increment or None,
+    )
 
 
 def declared_problem(inst: Instance, values: Mapping[str, Any]) -> str | None:
@@ -116,6 +126,17 @@ def _quarantined(store: Store, inst: Instance, exc: CorruptArtifactError) -> Cor
 
 
 def provenance_of(inst: Instance) -> dict[str, Any]:
+    if not inst.increment and not inst.transformed:
+        return _provenance(inst)
+    extra: dict[str, Any] = {}
+    if inst.increment:  # the base key lets a result find its earlier increments
+        extra.update(increment=inst.increment, increment_base=inst.base)
+    if inst.transformed:
+        extra["transformers"] = list(inst.transformed)
+    return {**_provenance(inst), "extra": extra}
+
+
+def _provenance(inst: Instance) -> dict[str, Any]:
     cell = inst.cell
     return {
         "project": cell.project.name,
@@ -127,6 +148,7 @@ def provenance_of(inst: Instance) -> dict[str, Any]:
         "opts": inst.opts.model_dump(mode="json"),
         "deps": inst.dep_keys(),
         "releases": inst.releases(),
+        **({"extra": {"queries": queries}} if (queries := queries_of(cell)) else {}),
     }
 
 
@@ -146,9 +168,12 @@ def ensure(
     cache = cache or ContributionCache()
     cell = inst.cell
 
-    def compute(artifact_dir: Path, cell_log: logging.Logger) -> Mapping[str, Any]:
+    def compute(artifact_dir: Path, cell_log: logging.Logger) -> Mapping[str, Any] | Computed:
         _stop_if_cancelled(cancelled, inst)
         inputs = load_inputs(store, inst, cache)
+        runtime = RuntimeCalls(store, inst) if inst.dynamic else None
+        if runtime is not None:
+            inputs.update(runtime.draw_inputs())
         _stop_if_cancelled(cancelled, inst)
         maker = cell(
             specs=inst.specs,
@@ -158,11 +183,25 @@ def ensure(
             log=cell_log,
             artifact_dir=artifact_dir,
             release=inst.release,
+            dynamic=runtime,
+            increment=inst.increment or None,
         )
+        maker.db = Db(store)
         values = cell.check_contributions(maker.make())
         if cell.codec is not None:  # written by that codec or refused, never pickled
-            return {name: Pinned(value, cell.codec) for name, value in values.items()}
-        return values
+            values = {name: Pinned(value, cell.codec) for name, value in values.items()}
+        if runtime is None:
+            return values
+        for edge in runtime.uncalled():
+            cell_log.warning(
+                "%s: make() never called its %s edge %r (self.call(%r, ...)); drop the edge "
+                "or call it",
+                inst.label,
+                inst.dynamic[edge].kind,
+                edge,
+                edge,
+            )
+        return Computed(values, {"runtime_calls": runtime.records})
 
     return store.ensure(cell.project.name, cell.name, inst.key, compute, provenance_of(inst))
 
@@ -200,6 +239,13 @@ def load_inputs(store: Store, inst: Instance, cache: ContributionCache) -> dict[
             inputs[edge] = [one(edge, d) for d in dep]
         else:
             inputs[edge] = one(edge, dep)
+    for edge in inst.cell.req_cells:
+        if edge not in inputs and edge not in inst.dynamic:
+            inputs[edge] = None  # a call switch turned the edge off (core/iterative.py)
+    if inst.increment > 1 and PREVIOUS_EDGE not in inputs:
+        # planned as the stored resume point, but gone since: load it by key, or fail as an
+        # input (not counted) rather than compute increment i from nothing
+        inputs[PREVIOUS_EDGE] = one(PREVIOUS_EDGE, increment_of(inst, inst.increment - 1))
     return inputs
 
 

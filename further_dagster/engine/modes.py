@@ -4,10 +4,17 @@
     /    \\
  LOCAL   DASK
    |       |
- LOCAL_PROCESSES  SLURM
+ LOCAL_PROCESSES  DASK_STATIC_DAG
+           |
+         SLURM
 
 The session (or run) sets the ceiling; a cell may ask for a mode at or below it within the same
 branch, never across branches; `in_parallel=False` forces INLINE.
+
+DASK_STATIC_DAG is DASK, except that a static chapter (a region of missing instances all known
+at plan time, with no resource cell, of at least `static_dag_node_thresh` instances) goes to
+Dask as one graph (engine/scheduler.py). SLURM sits below it because it submits its static
+chapters the same way, with Slurm's own dependencies, at any size.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class Mode(StrEnum):
     LOCAL = "LOCAL"
     LOCAL_PROCESSES = "LOCAL_PROCESSES"
     DASK = "DASK"
+    DASK_STATIC_DAG = "DASK_STATIC_DAG"
     SLURM = "SLURM"
 
 
@@ -32,8 +40,12 @@ _PARENT: dict[Mode, Mode | None] = {
     Mode.LOCAL: Mode.INLINE,
     Mode.LOCAL_PROCESSES: Mode.LOCAL,
     Mode.DASK: Mode.INLINE,
-    Mode.SLURM: Mode.DASK,
+    Mode.DASK_STATIC_DAG: Mode.DASK,
+    Mode.SLURM: Mode.DASK_STATIC_DAG,
 }
+
+# Modes whose backend takes a static chapter as one graph (`Backend.submit_graph`).
+GRAPH_MODES = frozenset({Mode.DASK_STATIC_DAG, Mode.SLURM})
 
 
 def parse_mode(value: str | Mode, *, where: str = "mode") -> Mode:

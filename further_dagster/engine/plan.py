@@ -99,6 +99,25 @@ class Plan:
         keys = self._missing_keys or frozenset(i.key for i in self.missing)
         return [i for i in self.instances if i.key not in keys]
 
+    @property
+    def runtime_edges(self) -> list[str]:
+        """Edges resolved only when their caller runs, as "project.cell.edge (KIND)": not
+        statically visible, so never pre-memoized or planned in parallel."""
+        return sorted(
+            {
+                f"{i.cell.full_name}.{edge} ({d.kind})"
+                for i in self.instances
+                if i.dynamic
+                for edge, d in i.dynamic.items()
+            }
+        )
+
+    @property
+    def stubs(self) -> list[str]:
+        """STUB edges under the roots, as "project.cell.edge": temporary runtime values; move
+        them to VAR or CONST once the values are known, so the planner can see them."""
+        return [e.removesuffix(" (STUB)") for e in self.runtime_edges if e.endswith(" (STUB)")]
+
 
 def plan_for(
     store: Store,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from further_dagster.core.cell import Cell
@@ -33,6 +33,7 @@ from further_dagster.core.instances import (
     Resolver,
     walk,
 )
+from further_dagster.core.iterative import PREVIOUS_EDGE, Increments
 from further_dagster.core.keys import STRUCTURAL_RELEASE
 from further_dagster.core.project import resolve_cell
 from further_dagster.errors import UnknownPartitionError
@@ -69,6 +70,8 @@ class CellAsset:
 
 
 def _value_text(value: Any) -> str:
+    if type(value) is int:
+        return str(value)  # the common sweep value: digits and "-" need no replacing
     if isinstance(value, str):
         text = value
     else:
@@ -77,10 +80,10 @@ def _value_text(value: Any) -> str:
         except (TypeError, ValueError):
             text = repr(value)
     text = text.translate(_KEY_TRANSLATION).replace("...", "..")
-    return "".join(ch for ch in text if ch.isprintable())
+    return text if text.isprintable() else "".join(ch for ch in text if ch.isprintable())
 
 
-def partition_keys(insts: Sequence[Instance]) -> list[str]:
+def partition_keys(insts: Sequence[Instance], fields: Sequence[str] | None = None) -> list[str]:
     """Readable, stable partition keys for a swept cell's instances.
 
     The key is built from the cell's own Specs fields whose values differ between its instances,
@@ -90,9 +93,11 @@ def partition_keys(insts: Sequence[Instance]) -> list[str]:
     control characters). An upstream change never renames a partition (its data version
     changes instead). Where values do not tell instances apart (they differ only upstream, or
     the text is longer than 100 characters or collides), the key gets `@` and the first 12
-    characters of the instance's structural key.
+    characters of the instance's structural key. `fields`: `_differing_fields(insts)`, when
+    the caller has them.
     """
-    fields = _differing_fields(insts)
+    if fields is None:
+        fields = _differing_fields(insts)
     texts = [
         "&".join(f"{name}={_value_text(getattr(i.specs, name))}" for name in fields) for i in insts
     ]
@@ -133,6 +138,18 @@ def _label(fields: Sequence[str], inst: Instance) -> str:
     )
 
 
+def _earlier_increments(instances: Sequence[Instance], roots: Sequence[Instance]) -> set[str]:
+    """Keys of increments that only the next increment of their chain requires: steps toward
+    the increment an asset is, not instances of the asset themselves."""
+    via_previous: set[str] = set()
+    elsewhere = {r.key for r in roots}
+    for inst in instances:
+        for edge, dep in inst.deps.items():
+            for d in dep if isinstance(dep, tuple) else (dep,):
+                (via_previous if edge == PREVIOUS_EDGE else elsewhere).add(d.key)
+    return via_previous - elsewhere
+
+
 class Projection:
     """Every cell of `graph` under the given roots, as assets."""
 
@@ -141,21 +158,30 @@ class Projection:
         graph: DefinitionGraph,
         roots: Sequence[tuple[str | type[Cell], Mapping[str, Any]]] | None = None,
         context: CallContext | None = None,
+        increments: Mapping[type[Cell], Increments] | None = None,
     ) -> None:
         self.graph = graph
         context = context or CallContext()
         context.release_resolver = lambda cell, specs: STRUCTURAL_RELEASE
+        self.context = context  # labels' params/specs/opts: actual_instances resolves with them
         resolver = Resolver(graph, context)
         if roots is None:
             roots = [(cell, {}) for cell in graph.top_cells()]
         self.roots: list[tuple[type[Cell], dict[str, Any]]] = [
             (resolve_cell(c), dict(values)) for c, values in roots
         ]
-        root_instances = [resolver.instance(c, values) for c, values in self.roots]
+        # the instruction of an incrementing root (a run's op config); others use their own
+        self.increments = dict(increments or {})
+        root_instances = [
+            resolver.instance(c, values, increments=self.increments.get(c))
+            for c, values in self.roots
+        ]
         self.instances = walk(root_instances)
+        earlier = _earlier_increments(self.instances, root_instances)
         by_cell: dict[type[Cell], list[Instance]] = {}
         for inst in self.instances:
-            by_cell.setdefault(inst.cell, []).append(inst)
+            if inst.key not in earlier:
+                by_cell.setdefault(inst.cell, []).append(inst)
         self.assets: dict[type[Cell], CellAsset] = {}
         # dependents first, so a swept cell can adopt its dependent's partitions
         for cell in reversed(graph.order):
@@ -164,7 +190,7 @@ class Projection:
         for asset in self.assets.values():
             asset.upstream = {
                 up: self._mapping(self.assets[up], asset)
-                for up in set(graph.targets[asset.cell].values())
+                for up in set(graph.ordered_targets(asset.cell))  # an ITER step is no asset dep
                 if up in self.assets
             }
 
@@ -176,10 +202,10 @@ class Projection:
             adopted = self._adopt(cell, insts, self.assets.get(dependent))
             if adopted is not None:
                 return adopted
-        keys = partition_keys(insts)
         fields = _differing_fields(insts)  # once per cell: a sweep of n points is O(n)
+        keys = partition_keys(insts, fields)
         labels = {k: _label(fields, i) for k, i in zip(keys, insts, strict=True)}
-        parts = PartitionSet(f"{cell.project.name}__{cell.name}", keys, labels)
+        parts = PartitionSet(f"{cell.project.name}__{cell.asset_name}", keys, labels)
         return CellAsset(cell, parts, {k: [i] for k, i in zip(keys, insts, strict=True)})
 
     @staticmethod
@@ -234,8 +260,10 @@ class Projection:
         first. Without resource cells the projection's own instances are the real ones."""
         if not self.has_resources or releases is None:
             return {inst.skey: inst for inst in self.instances}
-        resolver = Resolver(self.graph, CallContext(release_resolver=releases))
-        insts = walk([resolver.instance(c, v) for c, v in self.roots])
+        resolver = Resolver(self.graph, replace(self.context, release_resolver=releases))
+        insts = walk(
+            [resolver.instance(c, v, increments=self.increments.get(c)) for c, v in self.roots]
+        )
         return {inst.skey: inst for inst in insts}
 
     def instances_for(

@@ -5,6 +5,14 @@ ready, what a failure blocks, the report); the backends (engine/backends/) run i
 `run_missing` moves ready instances to their mode's backend and settles what comes back.
 Independent instances run concurrently; a failed instance blocks only its dependents, and every
 other instance still runs and is stored, so nothing computed is lost to one failure.
+
+Static chapters (modes DASK_STATIC_DAG and SLURM): every key of a plan is known before it runs,
+so instead of handing a graph backend one wave of ready instances at a time, `_Chapters` finds
+the region of missing instances that can go to it together (same mode, no resource cell, each
+dependency stored, in flight on that backend, or in the region) and the backend takes the whole
+region as one graph (`GraphBackend.submit_graph`: one Dask graph, or Slurm arrays chained by
+`--dependency`) when it has at least the backend's `graph_threshold` instances. Whatever a
+resource cell or another mode computes opens the next chapter when it is done.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from further_dagster.core.instances import Instance
-from further_dagster.engine.backends import Backend, make_backend
+from further_dagster.engine.backends import Backend, Blocked, GraphBackend, make_backend
 from further_dagster.engine.compute import ContributionCache
-from further_dagster.engine.modes import Mode, effective_mode
+from further_dagster.engine.modes import GRAPH_MODES, Mode, effective_mode, parse_mode
 from further_dagster.errors import CellComputeError, FurtherError
 from further_dagster.store import Outcome, Store
 
@@ -104,6 +112,9 @@ class Progress:
             if not self.waiting_on[dependent] and dependent not in self._blocked:
                 self.ready.append(dependent)
 
+    def is_blocked(self, key: str) -> bool:
+        return key in self._blocked
+
     def failed(self, key: str, error: BaseException) -> None:
         """Record the failure and block everything that depends on it, transitively."""
         self.done += 1
@@ -123,16 +134,27 @@ class _Backends:
     """The backends of one run, built on first use and shut down together."""
 
     def __init__(
-        self, store: Store, workers: int, cache: ContributionCache, slurm: SlurmSettings | None
+        self,
+        store: Store,
+        workers: int,
+        cache: ContributionCache,
+        slurm: SlurmSettings | None,
+        static_dag_node_thresh: int | None = None,
     ) -> None:
         self.store, self.workers, self.cache, self.slurm = store, workers, cache, slurm
+        self.thresh = static_dag_node_thresh
         self.by_mode: dict[Mode, Backend] = {}
 
     def get(self, mode: Mode) -> Backend:
         backend = self.by_mode.get(mode)
         if backend is None:
             backend = self.by_mode[mode] = make_backend(
-                mode, self.store, workers=self.workers, cache=self.cache, slurm=self.slurm
+                mode,
+                self.store,
+                workers=self.workers,
+                cache=self.cache,
+                slurm=self.slurm,
+                static_dag_node_thresh=self.thresh,
             )
         return backend
 
@@ -147,6 +169,67 @@ class _Backends:
                 backend.abort()
             except Exception as exc:  # noqa: BLE001 - the interrupt must still reach the caller
                 log.error("could not abort the %s backend: %s", type(backend).__name__, exc)
+
+
+class _Chapters:
+    """The static chapters of one run: regions of missing instances a graph backend takes at
+    once (see the module docstring)."""
+
+    def __init__(self, missing: Sequence[Instance], modes: dict[str, Mode]) -> None:
+        self.modes = modes
+        # dependencies first, as `missing` is
+        # static: no resource cell (its release is read when it runs) and no DYN/STUB/RAND
+        # edge (resolved inside make())
+        self.order = [
+            inst
+            for inst in missing
+            if modes[inst.key] in GRAPH_MODES and not inst.cell.is_resource and not inst.dynamic
+        ]
+        self.static = frozenset(inst.key for inst in self.order)
+
+    def wanted(self, ready: Iterable[Instance], submitted: set[str]) -> bool:
+        """Is a static instance ready that no graph took yet (a chapter may start here)?"""
+        return any(i.key in self.static and i.key not in submitted for i in ready)
+
+    def find(
+        self, progress: Progress, submitted: set[str], backends: _Backends
+    ) -> list[tuple[GraphBackend, list[Instance]]]:
+        """Each graph backend's chapter now, if it is at least the backend's threshold."""
+        self.order = [i for i in self.order if i.key not in submitted]
+        graphs = {m for m in {self.modes[i.key] for i in self.order} if _takes_graphs(backends, m)}
+        if not graphs:  # e.g. SLURM one wave at a time: no chapter, ever
+            self.static = frozenset()
+            return []
+        chapters: dict[Mode, list[Instance]] = {}
+        inside: set[str] = set()
+        done = progress.report.outcomes
+        for inst in self.order:
+            key, mode = inst.key, self.modes[inst.key]
+            if mode not in graphs or progress.is_blocked(key):
+                continue
+            backend = backends.get(mode)
+            assert isinstance(backend, GraphBackend)
+            if all(
+                d.key not in progress.todo
+                or d.key in done
+                or (d.key in inside and self.modes[d.key] is mode)
+                or backend.in_flight(d.key)
+                for d in inst.dep_instances()
+            ):
+                chapters.setdefault(mode, []).append(inst)
+                inside.add(key)
+        out: list[tuple[GraphBackend, list[Instance]]] = []
+        for mode, chapter in chapters.items():
+            backend = backends.get(mode)
+            assert isinstance(backend, GraphBackend) and backend.graph_threshold is not None
+            if len(chapter) >= backend.graph_threshold:
+                out.append((backend, chapter))
+        return out
+
+
+def _takes_graphs(backends: _Backends, mode: Mode) -> bool:
+    backend = backends.get(mode)
+    return isinstance(backend, GraphBackend) and backend.graph_threshold is not None
 
 
 def _by_mode(insts: Iterable[Instance], modes: dict[str, Mode]) -> dict[Mode, list[Instance]]:
@@ -166,6 +249,7 @@ def run_missing(
     report: RunReport | None = None,
     on_done: OnDone | None = None,
     slurm: SlurmSettings | None = None,
+    static_dag_node_thresh: int | None = None,
 ) -> RunReport:
     """Compute `missing` (dependencies first). Raises the first CellComputeError at the end.
 
@@ -176,13 +260,16 @@ def run_missing(
 
     Per instance, the cell's effective mode under the ceiling `mode` decides its backend
     (engine/backends/): INLINE here, LOCAL in threads, LOCAL_PROCESSES in spawned processes,
-    DASK as Dask tasks, SLURM as Slurm job-array tasks, one array per wave of instances that are
-    ready together (configured by `slurm`).
+    DASK as Dask tasks, DASK_STATIC_DAG as one Dask graph per static chapter of at least
+    `static_dag_node_thresh` instances (default `FURTHER_STATIC_DAG_NODE_THRESH`, 50; smaller
+    chapters run as in DASK), SLURM as Slurm job arrays, a static chapter in one pass with
+    Slurm's dependencies between the arrays (configured by `slurm`).
     """
     report = report or RunReport()
     if not missing:
         return report
     start = time.perf_counter()
+    mode = parse_mode(mode, where="run_missing")
     progress = Progress(missing, report, on_done)
     modes = {
         inst.key: effective_mode(
@@ -191,13 +278,23 @@ def run_missing(
         for inst in missing
     }
     workers = max_workers or min(32, (os.cpu_count() or 1) + 2)
-    backends = _Backends(store, workers, ContributionCache(), slurm)
+    backends = _Backends(store, workers, ContributionCache(), slurm, static_dag_node_thresh)
+    chapters = _Chapters(missing, modes)
+    submitted: set[str] = set()  # handed to a backend (a chapter takes some before they are ready)
     running: dict[cf.Future[Outcome], str] = {}
     try:
         while progress.ready or running:
-            for inst_mode, group in _by_mode(progress.take_ready(), modes).items():
+            ready = [i for i in progress.take_ready() if i.key not in submitted]
+            if chapters.wanted(ready, submitted):
+                for backend, chapter in chapters.find(progress, submitted, backends):
+                    futures = backend.submit_graph(chapter)
+                    running.update((f, i.key) for f, i in zip(futures, chapter, strict=True))
+                    submitted.update(i.key for i in chapter)
+                ready = [i for i in ready if i.key not in submitted]
+            for inst_mode, group in _by_mode(ready, modes).items():
                 futures = backends.get(inst_mode).submit_many(group)
                 running.update((f, i.key) for f, i in zip(futures, group, strict=True))
+                submitted.update(i.key for i in group)
             if not running:
                 break
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -218,6 +315,8 @@ def run_missing(
 
 def _settle(progress: Progress, key: str, future: cf.Future[Outcome]) -> None:
     error = future.exception()
+    if isinstance(error, Blocked) or progress.is_blocked(key):
+        return  # a failed dependency blocks it (when that failure is settled)
     if error is None:
         progress.succeeded(key, future.result())
     elif isinstance(error, FurtherError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
-import itertools
 import logging
 import sys
 import time
@@ -13,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from further_dagster.core.addressing import check_cell_names
 from further_dagster.core.cell import Cell, Contributions
 from further_dagster.core.freshness import normalize_freshness
 from further_dagster.core.graph import DefinitionGraph
@@ -22,13 +22,20 @@ from further_dagster.core.instances import (
     Resolver,
     walk,
 )
-from further_dagster.core.params import VAR, has_var
+from further_dagster.core.iterative import Increments, transformer_tree
+from further_dagster.core.params import has_var
 from further_dagster.core.project import Project, generation, resolve_cell
+from further_dagster.core.query import query_runner
+from further_dagster.engine import record
 from further_dagster.engine.compute import load
+from further_dagster.engine.increments import StoredIncrements, increment_of, result_instance
+from further_dagster.engine.labels import with_labels
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.plan import Plan, plan_for
+from further_dagster.engine.queries import runner_for
 from further_dagster.engine.releases import Clock, ReleaseResolver
 from further_dagster.engine.scheduler import RunReport, run_missing
+from further_dagster.engine.sweep import SessionSweep, drawn
 from further_dagster.store import ArtifactStore, ReleaseHistory
 
 if TYPE_CHECKING:
@@ -69,6 +76,9 @@ class Session:
             Trusted without it: the projects passed as `*projects` and, for each call, the
             called cell's project; any other project is external (engine/compute.py), and an
             input pickled by it raises `UntrustedPickleError`.
+        index_url: the store's SQL index (default `FURTHER_INDEX_URL`, else SQLite at
+            `<root>/.index.sqlite`; "none": no index), read by `query`, `instances`,
+            `results` and `explain` (engine/record.py).
     """
 
     def __init__(
@@ -83,9 +93,12 @@ class Session:
         clock: Clock | None = None,
         slurm: SlurmSettings | None = None,
         trust: Sequence[str] = (),
+        index_url: str | None = None,
     ) -> None:
         own = [*trust, *(p.name for p in projects)]
-        self.store = (store or ArtifactStore(root)).with_trust(own)
+        self.store = (store or ArtifactStore(root, index_url=index_url)).with_trust(own)
+        if store is not None and index_url is not None:
+            self.store = self.store.with_index(index_url)
         self.slurm = slurm
         self.freshness = normalize_freshness(freshness, where="Session(freshness=...)")
         self.clock: Callable[[], Any] | None = clock
@@ -123,14 +136,22 @@ class Session:
         opts: Mapping[str, Mapping[str, Any]] | None = None,
         freshness: Any = None,
         project_init_label: str | Sequence[str] | None = None,
+        addressed: Mapping[str, Mapping[str, Any]] | None = None,
+        increments: Increments | None = None,
+        transformers: Mapping[str, Any] | None = None,
         **values: Any,
     ) -> Plan:
         """Resolve a call without running it (same arguments as `call`). Resource releases are
         resolved here (get_release() is called as the freshness policies require)."""
         target = resolve_cell(cell)
         graph = self.graph_for(target)
+        check_cell_names(graph, target, specs, "specs")
+        check_cell_names(graph, target, opts, "opts")
+        tree, transformed = transformer_tree(graph, target, addressed, transformers)
+        values, params, project_params, specs = drawn(values, params, project_params, specs)
+        assignments: dict[str, Any] = {}
         if project_init_label is not None:
-            project_params, specs, opts, freshness = _with_labels(
+            project_params, specs, opts, freshness, assignments = with_labels(
                 target.project,
                 project_init_label,
                 project_params,
@@ -141,8 +162,8 @@ class Session:
         all_params = {**(project_params or {})}
         if params:
             all_params[target.project.name] = {**all_params.get(target.project.name, {}), **params}
-        plan_key = repr((target.full_name, values, all_params, specs, opts))
-        cached = self._plans.get(plan_key)
+        plan_key = repr((target.full_name, values, all_params, specs, opts, addressed, assignments))
+        cached = self._plans.get(plan_key) if increments is None and not transformed else None
         if cached is not None and freshness is None and cached.valid():
             return plan_for(
                 self.store, cached.roots, swept=cached.swept, instances=cached.instances
@@ -151,22 +172,32 @@ class Session:
         swept = has_var(values) or any(
             has_var(v) for group in (all_params, specs or {}) for v in group.values()
         )
-        sweep = _SessionSweep(graph, target, values, all_params, dict(specs or {}))
+        sweep = SessionSweep(graph, target, values, all_params, dict(specs or {}))
         resolver = Resolver(graph)
         root_opts = (opts or {}).get(target.full_name)
         roots = []
-        with _no_gc():  # planning allocates millions of objects that are never cyclic garbage
+        # QUERY values come from the store's index while this call resolves
+        with _no_gc(), query_runner(runner_for(self.store)) as queries:
             for combo_values, combo_params, combo_specs, tags in sweep.combos():
                 context = CallContext(
                     params=combo_params,
                     specs=combo_specs,
                     opts=opts or {},
                     release_resolver=releases,
+                    assignments=assignments,
+                    addressed=tree,
+                    increment_counter=StoredIncrements(self.store),
+                    transformers=transformed,
                 )
                 resolver.use(context, tags)
-                roots.append(resolver.instance(target, combo_values, root_opts=root_opts))
+                roots.append(
+                    resolver.instance(
+                        target, combo_values, root_opts=root_opts, increments=increments
+                    )
+                )
             del resolver
-            return self._planned(plan_key, roots, swept, releases)
+            cache = not queries and not transformed
+            return self._planned(plan_key, roots, swept, releases, cache=cache)
 
     def _planned(
         self,
@@ -174,10 +205,13 @@ class Session:
         roots: list[Instance],
         swept: bool,
         releases: ReleaseResolver,
+        *,
+        cache: bool = True,
     ) -> Plan:
         instances = walk(roots)
-        if not any(inst.cell.is_resource for inst in instances):
-            # Releases must be resolved on every call; any other plan can be reused.
+        if cache and not any(inst.cell.is_resource or inst.increment for inst in instances):
+            # Releases and increments are resolved against the store on every call; any other
+            # plan can be reused.
             if len(self._plans) >= 256:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[plan_key] = _CachedPlan(roots, instances, swept)
@@ -210,17 +244,26 @@ class Session:
         mode: str | Mode | None = None,
         freshness: Any = None,
         project_init_label: str | Sequence[str] | None = None,
+        addressed: Mapping[str, Mapping[str, Any]] | None = None,
         retry_failed: bool = False,
+        increments: Increments | None = None,
+        transformers: Mapping[str, Any] | None = None,
         **values: Any,
     ) -> Contributions | list[Contributions]:
         """Compute (or load) `cell` and return its contributions.
 
         Args:
             cell: "project.cell" or the Cell class.
-            specs: addressed Specs for any cell of the graph: {"project.cell": {field: value}}.
-            params: project params of the called cell's project, e.g. {"seed": VAR([0, 1])}.
+            specs: addressed Specs for any cell the call reaches: {"project.cell": {field:
+                value}} (every instance of that cell; a name the call does not reach is an
+                AddressError listing the valid ones).
+            params: project params of the called cell's project, e.g. {"seed": VAR([0, 1])};
+                they win over the callers' edge values (core/instances.py has the order).
             project_params: project params of other projects: {"project": {name: value}}.
             opts: addressed Opts: {"project.cell": {field: value}} (never part of any key).
+            addressed: Specs injected at one place of the graph: {"fits/data": {field: value}},
+                the req_cells edge names from the called cell joined by "/" (a swept edge on
+                the path: every combination). Above `specs`, below the call's own values.
             mode: execution mode for this call (default: the session's).
             freshness: which release every resource cell reached by this call uses, overriding
                 the cells' own policies: a policy (`latest()`, `current(3600)`, `present()`,
@@ -234,7 +277,15 @@ class Session:
             retry_failed: run again the instances this call reaches that are refused (they
                 failed `max_attempts` times, or returned wrong contributions): their failure
                 count is reset (recorded in their state) before they run.
-            **values: Specs of the called cell; a `VAR([...])` sweeps it.
+            increments: for an IncrementingCell, which increment to return (and compute up
+                to): `Increments(exactly=N | at_least=N | best=True | more=K)`, resolved
+                against the store; default the cell's own `increments`. `result.increment`
+                is the increment returned; `session.increment(result, i)` loads another.
+            transformers: {"fits/data": Standardize} (a `Transformer` class or instance per
+                edge path, the syntax of `addressed`): reshapes the Specs of the instance that
+                path reaches; the reshaped values are its Specs, recorded in its provenance.
+            **values: Specs of the called cell; a `VAR([...])` sweeps it, a `RAND(...)` is
+                drawn anew for this call.
 
         Returns:
             The Contributions (mapping and attributes) of the called instance, or a list of
@@ -249,8 +300,18 @@ class Session:
             opts=opts,
             freshness=freshness,
             project_init_label=project_init_label,
+            addressed=addressed,
+            increments=increments,
+            transformers=transformers,
             **values,
         )
+        if plan.stubs:
+            log.info(
+                "%s: STUB edges (not statically visible: move to VAR/CONST when the values are "
+                "known): %s",
+                plan.roots[0].cell.full_name,
+                ", ".join(plan.stubs),
+            )
         report = RunReport()
         report.cached = [i.key for i in plan.stored]
         if plan.missing:
@@ -285,6 +346,12 @@ class Session:
     def load(self, instance: Instance) -> Contributions:
         """Load a stored instance (e.g. one from `plan(...)`)."""
         return load(self.store, instance)
+
+    def increment(self, result: Contributions, index: int) -> Contributions:
+        """Increment `index` (1-based) of the IncrementingCell result `result` came from: the
+        same base instance, loaded from the store (`StoreError` if it is not stored)."""
+        cell = resolve_cell(result.cell)
+        return load(self.store, increment_of(result_instance(self.store, cell, result), index))
 
     def releases(self, result: Contributions | Instance) -> dict[str, str]:
         """The releases of the resource instances a stored result rests on, directly or through
@@ -321,6 +388,38 @@ class Session:
             for r in records
         ]
 
+    # --- the record (SQL index; engine/record.py) ----------------------------------------
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Run SQL (with `:name` parameters) against the store's index: a pandas DataFrame.
+        Tables `instances`, `edges`, `contributions`, `fields`; views `cells` and one per cell,
+        `<project>__<cell>`, with its Specs and recorded contributions as columns (README "The
+        record"). A failing query raises `IndexQueryError` with the SQL error and the query."""
+        return record.query(self.store, sql, params)
+
+    def instances(
+        self,
+        cell: str | type[Cell],
+        where: Mapping[str, Any] | None = None,
+        *,
+        status: str | None = None,
+    ) -> Any:
+        """The index rows (a DataFrame) of `cell`'s instances whose Specs fields / recorded
+        contributions equal `where`'s values (a list value: any of them), oldest first."""
+        return record.instances(self.store, cell, where, status=status)
+
+    def results(
+        self, cell: str | type[Cell], where: Mapping[str, Any] | None = None
+    ) -> list[Contributions]:
+        """The stored results of `cell` matching `where` (as `instances`), loaded and checked."""
+        return record.results(self.store, cell, where)
+
+    def explain(self, result: Contributions | Instance | str, *, file: Any = None) -> None:
+        """Print the instance tree of a result, Instance or logic key (or unique prefix): cell,
+        version, Specs, key, releases, labels, code commit, when and where it was computed,
+        and the same for every dependency, from the index."""
+        print(record.explain(self.store, result), end="", file=file)
+
 
 class _CachedPlan:
     """A resolved call, reused while no cell was (re)defined and no cell's logic_version or
@@ -332,6 +431,7 @@ class _CachedPlan:
         self.swept = swept
         self.generation = generation()
         cells = {inst.cell for inst in instances}
+        cells.update(d.target for inst in instances if inst.dynamic for d in inst.dynamic.values())
         self.fingerprint = [(c, c.logic_version, c.Specs, c.Opts) for c in cells]
 
     def valid(self) -> bool:
@@ -352,127 +452,3 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-_Entry = tuple[str, Any, Any, Any]  # (kind, group, name or _WHOLE, value), in call order
-_WHOLE = object()
-
-
-class _SessionSweep:
-    """The Cartesian product over every VAR in root values, params and addressed specs (the
-    first VAR varies slowest), expanded once, with each combination's cell tags for a shared
-    `Resolver`: a cell's tag holds the option indices of the VARs that can change it (its
-    own addressed specs, a subscribed project's params, the same for every cell upstream)."""
-
-    def __init__(
-        self,
-        graph: DefinitionGraph,
-        target: type[Cell],
-        values: Mapping[str, Any],
-        params: Mapping[str, Any],
-        specs: Mapping[str, Any],
-    ) -> None:
-        entries: list[_Entry] = [("values", None, name, v) for name, v in values.items()]
-        for kind, groups in (("params", params), ("specs", specs)):
-            for group, value in groups.items():
-                if isinstance(value, Mapping):
-                    entries.extend((kind, group, name, v) for name, v in value.items())
-                else:
-                    entries.append((kind, group, _WHOLE, value))
-        self.entries = entries
-        self.swept = [i for i, e in enumerate(entries) if isinstance(e[3], VAR)]
-        self.tagged = self._tag_plan(graph, target) if self.swept else {}
-
-    def _tag_plan(self, graph: DefinitionGraph, target: type[Cell]) -> dict[type[Cell], list[int]]:
-        """cell -> positions (in `self.swept`) of the VARs that can change its instances."""
-        reachable: list[type[Cell]] = []
-        seen = {target}
-        stack = [target]
-        dependents: dict[type[Cell], list[type[Cell]]] = {}
-        while stack:
-            cell = stack.pop()
-            reachable.append(cell)
-            for dep in graph.targets[cell].values():
-                dependents.setdefault(dep, []).append(cell)
-                if dep not in seen:
-                    seen.add(dep)
-                    stack.append(dep)
-        tagged: dict[type[Cell], list[int]] = {}
-        for position, at in enumerate(self.swept):
-            kind, group, _, _ = self.entries[at]
-            if kind == "values":
-                continue  # root values are part of the root's cache key already
-            if kind == "specs":
-                sources = [c for c in reachable if c.full_name == group]
-            else:
-                sources = [c for c in reachable if c.project.name == group and c.project_params]
-            affected = set(sources)
-            pending = list(sources)
-            while pending:
-                for dependent in dependents.get(pending.pop(), ()):
-                    if dependent not in affected:
-                        affected.add(dependent)
-                        pending.append(dependent)
-            for cell in affected:
-                tagged.setdefault(cell, []).append(position)
-        return tagged
-
-    def combos(
-        self,
-    ) -> Iterator[
-        tuple[
-            dict[str, Any],
-            dict[str, Any],
-            dict[str, Any],
-            dict[type[Cell], tuple[int, ...]],
-        ]
-    ]:
-        """(root values, params, specs, tags) of every combination, in expansion order."""
-        entries, swept, tagged = self.entries, self.swept, self.tagged
-        options = [entries[at][3].values for at in swept]
-        slot = {at: position for position, at in enumerate(swept)}
-        for indices in itertools.product(*(range(len(o)) for o in options)):
-            out: dict[str, dict[str, Any]] = {"values": {}, "params": {}, "specs": {}}
-            for at, (kind, group, name, value) in enumerate(entries):
-                position = slot.get(at)
-                if position is not None:
-                    value = options[position][indices[position]]
-                if kind == "values":
-                    out["values"][name] = value
-                elif name is _WHOLE:
-                    out[kind][group] = value
-                else:
-                    out[kind].setdefault(group, {})[name] = value
-            tags = {cell: tuple([indices[p] for p in ps]) for cell, ps in tagged.items()}
-            yield out["values"], out["params"], out["specs"], tags
-
-
-def _with_labels(
-    project: Project,
-    chosen: str | Sequence[str],
-    project_params: Mapping[str, Mapping[str, Any]] | None,
-    specs: Mapping[str, Mapping[str, Any]] | None,
-    opts: Mapping[str, Mapping[str, Any]] | None,
-    freshness: Any,
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]], Any]:
-    """The call's arguments with the selected labels of `project` merged in below them."""
-    selection = project.select_labels(chosen)
-    name = project.name
-    params = {k: dict(v) for k, v in (project_params or {}).items()}
-    params[name] = {**selection.project_specs, **params.get(name, {})}
-    merged_specs = {k: dict(v) for k, v in (specs or {}).items()}
-    for cell, values in selection.cell_specs.items():
-        key = f"{name}.{cell}"
-        merged_specs[key] = {**values, **merged_specs.get(key, {})}
-    merged_opts = {k: dict(v) for k, v in (opts or {}).items()}
-    for cell, values in selection.opts.items():
-        key = f"{name}.{cell}"
-        merged_opts[key] = {**values, **merged_opts.get(key, {})}
-    if selection.freshness:
-        labelled = normalize_freshness(
-            {f"{name}.{cell}": policy for cell, policy in selection.freshness.items()},
-            where=f"project_init_label {chosen!r}",
-        )
-        given = normalize_freshness(freshness, where="freshness=")
-        freshness = labelled.merged(given) if given else labelled
-    return params, merged_specs, merged_opts, freshness

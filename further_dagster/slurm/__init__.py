@@ -1,6 +1,7 @@
 """Slurm execution through submitit: specs, rendering, states and the client (no Dagster here).
 
 - `SlurmSpec` / `merge`: what a job asks for, layered launcher < executor config < cell.
+- `Dependency`: what a submission waits for (`--dependency=afterok:...,aftercorr:...`).
 - `submitit_parameters` / `slurm_parameters` / `sbatch_text`: the pure translation to submitit
   and the sbatch text (golden files pin it).
 - `states`: Slurm job states, once (live, ended, array summary, explanations).
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from further_dagster.slurm import states
+from further_dagster.slurm.dependency import Dependency
 from further_dagster.slurm.spec import SlurmSpec, merge
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from further_dagster.slurm.render import sbatch_text, slurm_parameters, submitit_parameters
 
 __all__ = [
+    "Dependency",
     "JobResult",
     "SlurmClient",
     "SlurmSpec",

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from further_dagster.errors import SlurmJobError, SlurmSubmissionError
 from further_dagster.slurm import _submitit, states
+from further_dagster.slurm.dependency import Dependency
 from further_dagster.slurm.render import submitit_parameters
 from further_dagster.slurm.spec import SlurmSpec
 
@@ -97,9 +98,11 @@ class SlurmClient(Protocol):
         *args: Any,
         job_name: str = "submitit",
         python: str | None = None,
+        dependency: Dependency | None = None,
         **kwargs: Any,
     ) -> SubmittedJob:
-        """Submit `fn(*args, **kwargs)` as one job: `spec`, then each fallback sbatch accepts.
+        """Submit `fn(*args, **kwargs)` as one job: `spec`, then each fallback sbatch accepts;
+        with `dependency`, the job waits for those jobs (`--dependency`).
 
         Raises:
             SlurmSubmissionError: sbatch refused every attempt (each one listed with its error).
@@ -114,8 +117,10 @@ class SlurmClient(Protocol):
         *,
         job_name: str = "submitit",
         python: str | None = None,
+        dependency: Dependency | None = None,
     ) -> list[SubmittedJob]:
-        """Submit `(fn, *args)` calls as ONE job array (one call: a plain job), with fallbacks.
+        """Submit `(fn, *args)` calls as ONE job array (one call: a plain job), with fallbacks;
+        with `dependency`, every task waits for those jobs (aftercorr: task i for task i).
 
         Returns:
             One job per call, in order; array task ids are `<array id>_<index>`.
@@ -226,7 +231,12 @@ def describe_job_end(
 
 
 def make_executor(
-    folder: str | Path, spec: SlurmSpec, *, job_name: str = "submitit", python: str | None = None
+    folder: str | Path,
+    spec: SlurmSpec,
+    *,
+    job_name: str = "submitit",
+    python: str | None = None,
+    dependency: Dependency | None = None,
 ) -> _submitit.AutoExecutor:
     """A submitit `AutoExecutor` on Slurm configured from `spec` (fallbacks ignored).
 
@@ -239,7 +249,7 @@ def make_executor(
         executor = _submitit.auto_executor(folder, python=python)
     except RuntimeError as exc:  # 'Could not detect "srun", are you indeed on a slurm cluster?'
         raise SlurmSubmissionError(f"cannot submit to Slurm: {exc}. {_HINT}") from exc
-    executor.update_parameters(name=job_name, **submitit_parameters(spec))
+    executor.update_parameters(name=job_name, **submitit_parameters(spec, dependency))
     return executor
 
 
@@ -259,12 +269,15 @@ class SubmititClient:
         *args: Any,
         job_name: str = "submitit",
         python: str | None = None,
+        dependency: Dependency | None = None,
         **kwargs: Any,
     ) -> SubmittedJob:
         """See `SlurmClient.submit`."""
 
         def one(attempt: SlurmSpec) -> SubmittedJob:
-            executor = make_executor(folder, attempt, job_name=job_name, python=python)
+            executor = make_executor(
+                folder, attempt, job_name=job_name, python=python, dependency=dependency
+            )
             with _refusals(), _outside_job_env():
                 job = executor.submit(fn, *args, **kwargs)
             return self.job(folder, job.job_id)
@@ -279,6 +292,7 @@ class SubmititClient:
         *,
         job_name: str = "submitit",
         python: str | None = None,
+        dependency: Dependency | None = None,
     ) -> list[SubmittedJob]:
         """See `SlurmClient.submit_batch` (submitit's `executor.batch()`)."""
         _check_calls(calls)
@@ -286,7 +300,9 @@ class SubmititClient:
             return []
 
         def all_of_them(attempt: SlurmSpec) -> list[SubmittedJob]:
-            executor = make_executor(folder, attempt, job_name=job_name, python=python)
+            executor = make_executor(
+                folder, attempt, job_name=job_name, python=python, dependency=dependency
+            )
             with _refusals(), _outside_job_env(), executor.batch():
                 jobs = [executor.submit(call[0], *call[1:]) for call in calls]
             return [self.job(folder, job.job_id) for job in jobs]

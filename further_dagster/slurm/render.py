@@ -19,6 +19,7 @@ from further_dagster.slurm._submitit import (
     convert_mem,
     make_sbatch_string,
 )
+from further_dagster.slurm.dependency import Dependency
 from further_dagster.slurm.spec import SlurmSpec
 
 __all__ = ["sbatch_text", "slurm_parameters", "submitit_parameters"]
@@ -26,8 +27,9 @@ __all__ = ["sbatch_text", "slurm_parameters", "submitit_parameters"]
 _SLURM_PREFIX = "slurm_"
 
 
-def submitit_parameters(spec: SlurmSpec) -> dict[str, Any]:
-    """`AutoExecutor.update_parameters` keyword arguments for `spec` (fallbacks are ignored).
+def submitit_parameters(spec: SlurmSpec, dependency: Dependency | None = None) -> dict[str, Any]:
+    """`AutoExecutor.update_parameters` keyword arguments for `spec` (fallbacks are ignored)
+    and `dependency` (`--dependency`).
 
     Generic keys where submitit has one (`cpus_per_task`, `mem_gb`, `timeout_min`), `slurm_`
     prefixed keys otherwise (`slurm_partition`, `slurm_gres`, `slurm_additional_parameters`).
@@ -41,14 +43,19 @@ def submitit_parameters(spec: SlurmSpec) -> dict[str, Any]:
         params["slurm_gres"] = f"gpu:{spec.gpus}"
     if spec.mem_gb is not None:
         params["mem_gb"] = spec.mem_gb
-    if spec.extra:
-        params["slurm_additional_parameters"] = {
-            name: (True if value == "" else value) for name, value in sorted(spec.extra.items())
-        }
+    extra: dict[str, Any] = {
+        name: (True if value == "" else value) for name, value in sorted(spec.extra.items())
+    }
+    if dependency:
+        extra["dependency"] = dependency.sbatch()
+    if extra:
+        params["slurm_additional_parameters"] = dict(sorted(extra.items()))
     return params
 
 
-def slurm_parameters(spec: SlurmSpec, job_name: str = "submitit") -> dict[str, Any]:
+def slurm_parameters(
+    spec: SlurmSpec, job_name: str = "submitit", dependency: Dependency | None = None
+) -> dict[str, Any]:
     """The `SlurmExecutor.parameters` an `AutoExecutor` ends up with for `spec` and `job_name`.
 
     Same translation as `AutoExecutor._internal_update_parameters` (generic names through
@@ -59,7 +66,7 @@ def slurm_parameters(spec: SlurmSpec, job_name: str = "submitit") -> dict[str, A
         str(k): str(v) for k, v in (SlurmExecutor._equivalence_dict() or {}).items()
     }
     out: dict[str, Any] = {}
-    for key, value in {"name": job_name, **submitit_parameters(spec)}.items():
+    for key, value in {"name": job_name, **submitit_parameters(spec, dependency)}.items():
         if key in generic:
             slurm_key = renames.get(key, key)
             out[slurm_key] = convert_mem(value) if slurm_key == "mem" else value
@@ -76,6 +83,7 @@ def sbatch_text(
     *,
     python: str | None = None,
     array_size: int | None = None,
+    dependency: Dependency | None = None,
 ) -> str:
     """The sbatch script submitit writes when submitting with `spec` (its first attempt).
 
@@ -87,6 +95,7 @@ def sbatch_text(
         python: the interpreter command in the script; None means what submitit uses,
             `shlex.quote(sys.executable)`. Pass e.g. "python" for machine-independent text.
         array_size: render the job-array script `executor.batch()` writes for that many calls.
+        dependency: what the job waits for (`--dependency`).
 
     Returns:
         The script text, byte for byte what submitit writes (no uuids: those live only in the
@@ -95,7 +104,7 @@ def sbatch_text(
     folder = Path(folder).expanduser().absolute()
     interpreter = shlex.quote(sys.executable) if python is None else python
     command = " ".join([interpreter, f"-u -m {SUBMIT_MODULE}", shlex.quote(str(folder))])
-    params = slurm_parameters(spec, job_name)
+    params = slurm_parameters(spec, job_name, dependency)
     if array_size is not None:
         if array_size < 2:  # submitit submits a single call as a plain job, not an array
             raise ValueError(f"array_size must be >= 2, got {array_size}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from further_dagster.settings import store_root as resolve_root
 from further_dagster.store.artifact_store import ArtifactStore
-from further_dagster.store.base import ComputeFn, Expected, Outcome, Store, StoredKey
+from further_dagster.store.base import Computed, ComputeFn, Expected, Outcome, Store, StoredKey
 from further_dagster.store.codecs import Codec, register_codec
 from further_dagster.store.reading import Audit
 from further_dagster.store.records import Manifest, Provenance, ReleaseObservation, State
@@ -26,6 +26,7 @@ __all__ = [
     "Audit",
     "Codec",
     "ComputeFn",
+    "Computed",
     "Expected",
     "Manifest",
     "Outcome",

@@ -63,6 +63,14 @@ WAIT_LOG_EVERY_S = 10.0
 _held_by_thread: dict[str, int] = {}
 
 
+def _index_url(root: Path, given: str | None) -> str | None:
+    """The index URL a store writes (None: no index), from `index_url=` and the settings."""
+    url = settings.index_url(given)
+    if url is None:
+        return settings.default_index_url(root)
+    return None if url == settings.INDEX_DISABLED else url
+
+
 def _trusted(projects: Iterable[str], what: str) -> frozenset[str]:
     if isinstance(projects, str):
         raise StoreError(f"{what} must be a list of project names, not the str {projects!r}")
@@ -94,6 +102,10 @@ class ArtifactStore(ResultReading):
         fsync: flush every file and directory of a result to disk before its commit rename
             (survives a power loss; costs a few ms per computed instance); default
             `FURTHER_FSYNC` or False.
+        index_url: the SQL index (store/index/) written right after every commit: a SQLAlchemy
+            URL, default `FURTHER_INDEX_URL`, else SQLite at `<root>/.index.sqlite`; "none"
+            keeps no index. A failing index never fails a commit (a warning names it and
+            `further-dagster index rebuild`).
 
     Interrupted and environment attempts do not count toward `max_attempts`;
     `reset_failures` (a retry) starts the count again.
@@ -114,6 +126,7 @@ class ArtifactStore(ResultReading):
         shared: bool | None = None,
         trust: Iterable[str] = (),
         fsync: bool | None = None,
+        index_url: str | None = None,
     ) -> None:
         self.root: Path = settings.store_root(root)
         self._root_str = str(self.root)
@@ -127,6 +140,7 @@ class ArtifactStore(ResultReading):
         self.shared: bool = settings.shared_store(shared)
         self.trust: frozenset[str] = _trusted(trust, "trust")
         self.fsync = settings.fsync(fsync)
+        self.index_url: str | None = _index_url(self.root, index_url)
         interrupts.install_signal_handlers()  # SIGTERM releases leases (main thread only)
 
     def __repr__(self) -> str:
@@ -141,6 +155,27 @@ class ArtifactStore(ResultReading):
         other = copy.copy(self)
         other.trust = self.trust | more
         return other
+
+    def with_index(self, index_url: str | None) -> ArtifactStore:
+        """This store writing the index at `index_url` (as the constructor takes it)."""
+        other = copy.copy(self)
+        other.index_url = _index_url(self.root, index_url)
+        return other
+
+    def reindex(self, project: str, cell: str, key: str, *, fresh: bool = False) -> None:
+        """Make the instance's index rows what its files say (`fresh`: just committed for the
+        first time); never raises: a failing index logs a warning (see store/index)."""
+        if self.index_url is not None:
+            from further_dagster.store.index.writer import writer_for
+
+            writer = writer_for(self.index_url, self._root_str)
+            writer.record_quietly(project, cell, key, fresh=fresh)
+
+    def quarantine(self, project: str, cell: str, key: str, reason: str) -> Path | None:
+        moved = super().quarantine(project, cell, key, reason)
+        if moved is not None:
+            self.reindex(project, cell, key)
+        return moved
 
     # --- reading --------------------------------------------------------------------------
 
@@ -226,7 +261,13 @@ class ArtifactStore(ResultReading):
                 root=self.root,
                 fsync=self.fsync,
             )
-            done = attempt.run(compute, draft)
+            try:
+                done = attempt.run(compute, draft)
+            except Exception:
+                self.reindex(project, cell, key)  # the failed state is indexed too
+                raise
+            if not done.hit:  # after the commit rename: the index can never lose a result
+                self.reindex(project, cell, key, fresh=True)
             return Outcome(
                 hit=done.hit,
                 waited=waited or done.hit,
@@ -293,6 +334,7 @@ class ArtifactStore(ResultReading):
                 f"{project}.{cell}@{key[:8]} reset by pid {os.getpid()}; the next call runs it\n"
             )
         log.info("%s.%s@%s: failures reset; the next call runs it", project, cell, key[:8])
+        self.reindex(project, cell, key)
         return reset
 
     def interrupt(self, project: str, cell: str, key: str, reason: str = "interrupted") -> bool:

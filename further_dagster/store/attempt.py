@@ -51,7 +51,7 @@ from further_dagster.errors import (
     StoreError,
 )
 from further_dagster.store import environment, interrupts, layout
-from further_dagster.store.base import ComputeFn
+from further_dagster.store.base import Computed, ComputeFn
 from further_dagster.store.cell_log import CellLog, capture_cell_log
 from further_dagster.store.codecs import encode_value
 from further_dagster.store.durability import fsync_dir, fsync_tree
@@ -208,6 +208,9 @@ class Attempt:
                 )
                 phase = "compute"
                 values = compute(tmp, cell_log.logger)
+                if isinstance(values, Computed):
+                    draft = draft.model_copy(update={"extra": {**draft.extra, **values.extra}})
+                    values = values.values
                 self._raise_if_interrupted()
                 phase = "commit"
                 committed_here = self._write_and_commit(values, tmp, draft, started, t0)

@@ -35,8 +35,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from further_dagster.store.records import Manifest, Provenance, State
 
-ComputeFn = Callable[[Path, logging.Logger], Mapping[str, Any]]
-"""`compute(tmp_dir, logger) -> {contribution name: value}`; may also write extra files."""
+ComputeFn = Callable[[Path, logging.Logger], "Mapping[str, Any] | Computed"]
+"""`compute(tmp_dir, logger) -> {contribution name: value}` (or a `Computed`); may also write
+extra files."""
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """A compute function's values with JSON-able facts for the provenance's `extra` (known
+    only once compute ran: the children a DYN/STUB edge called, the RAND values drawn)."""
+
+    values: Mapping[str, Any]
+    extra: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

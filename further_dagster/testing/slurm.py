@@ -12,6 +12,9 @@ What it does:
 - runs each call in a background thread, so `result(job)` appears as a real job's would, and
   reports PENDING, RUNNING, then COMPLETED or FAILED (`run=False`: jobs stay PENDING until
   `start()`);
+- honours `dependency=` as Slurm does: a job starts once every `afterok` job (or array task,
+  or whole array) is COMPLETED, task i of an `aftercorr` array once task i of the other is;
+  a dependency that can no longer be met leaves the job PENDING until it is cancelled;
 
 and what a test can script:
 - `refuse(partition="gpu")`: sbatch refuses matching specs (the fallbacks are then tried);
@@ -37,6 +40,7 @@ from further_dagster.slurm.client import (
     SubmittedJob,
     submit_attempts,
 )
+from further_dagster.slurm.dependency import Dependency
 from further_dagster.slurm.spec import SlurmSpec
 
 __all__ = ["FakeCall", "FakeSlurmClient", "FakeSubmission"]
@@ -68,6 +72,7 @@ class FakeSubmission:
     calls: tuple[FakeCall, ...]
     job_ids: tuple[str, ...]
     array: bool
+    dependency: Dependency | None = None
 
 
 @dataclass
@@ -78,6 +83,8 @@ class _Job:
     forced: str | None = None
     result: JobResult | None = None
     thread: threading.Thread | None = None
+    waits_for: tuple[str, ...] = ()  # job / task / array ids that must all be COMPLETED
+    released: bool = False  # start() or run=True: runs once what it waits for completed
 
     @property
     def reported(self) -> str:
@@ -125,6 +132,7 @@ class FakeSlurmClient:
         """Force the state Slurm reports for `job_id` (a job or an array task) from now on."""
         with self._lock:
             self._record(job_id).forced = state
+        self._release()
 
     def hiccup(self, times: int = 1) -> None:
         """Make the next `times` calls of `state`/`states` raise `SlurmJobError`."""
@@ -134,8 +142,9 @@ class FakeSlurmClient:
         """Run a PENDING job's call (None: every PENDING job's), as with `run=True`."""
         with self._lock:
             records = list(self._jobs.values()) if job_id is None else [self._record(job_id)]
-        for record in records:
-            self._start(record)
+            for record in records:
+                record.released = True
+        self._release()
 
     def join(self, timeout_s: float = 10.0) -> None:
         """Wait for every started call to return (a test's clean-up)."""
@@ -161,11 +170,14 @@ class FakeSlurmClient:
         *args: Any,
         job_name: str = "submitit",
         python: str | None = None,
+        dependency: Dependency | None = None,
         **kwargs: Any,
     ) -> SubmittedJob:
         """Record and start one job, `spec` first, then its fallbacks."""
         call = FakeCall(fn, args, dict(kwargs))
-        (job,) = self._submit(Path(folder), spec, [call], job_name, python, array=False)
+        (job,) = self._submit(
+            Path(folder), spec, [call], job_name, python, array=False, dependency=dependency
+        )
         return job
 
     def submit_batch(
@@ -176,6 +188,7 @@ class FakeSlurmClient:
         *,
         job_name: str = "submitit",
         python: str | None = None,
+        dependency: Dependency | None = None,
     ) -> list[SubmittedJob]:
         """Record and start one array (one call: a plain job), with fallbacks."""
         for call in calls:
@@ -184,7 +197,9 @@ class FakeSlurmClient:
         if not calls:
             return []
         fake_calls = [FakeCall(call[0], tuple(call[1:])) for call in calls]
-        return self._submit(Path(folder), spec, fake_calls, job_name, python, array=True)
+        return self._submit(
+            Path(folder), spec, fake_calls, job_name, python, array=True, dependency=dependency
+        )
 
     def state(self, job_id: str) -> str:
         """The job's state; an array's parent id summarises its tasks; unknown: UNKNOWN."""
@@ -209,6 +224,7 @@ class FakeSlurmClient:
             for record in self._matching(str(job_id)):
                 if states.is_live(record.reported):
                     record.forced = "CANCELLED"
+        self._release()
 
     def result(self, job: SubmittedJob) -> JobResult | None:
         """The call's result once it returned or raised (None for a killed job)."""
@@ -243,18 +259,23 @@ class FakeSlurmClient:
         python: str | None,
         *,
         array: bool,
+        dependency: Dependency | None,
     ) -> list[SubmittedJob]:
         def sbatch(attempt: SlurmSpec) -> list[_Job]:
             for fields, message in self._rules:
                 if all(getattr(attempt, k) == v for k, v in fields.items()):
                     self.refusals.append((job_name, attempt, message))
                     raise SbatchRefused(message)
-            return self._accept(folder, attempt, calls, job_name, python, array=array)
+            return self._accept(
+                folder, attempt, calls, job_name, python, array=array, dependency=dependency
+            )
 
         records = submit_attempts(spec, job_name, sbatch)
         if self.run:
-            for record in records:
-                self._start(record)
+            with self._lock:
+                for record in records:
+                    record.released = True
+            self._release()
         return [r.job for r in records]
 
     def _accept(
@@ -266,19 +287,48 @@ class FakeSlurmClient:
         python: str | None,
         *,
         array: bool,
+        dependency: Dependency | None,
     ) -> list[_Job]:
         with self._lock:
             parent = str(self._next_id)
             self._next_id += 1
             as_array = array and len(calls) > 1
             ids = [f"{parent}_{i}" for i in range(len(calls))] if as_array else [parent]
-            records = [_Job(self.job(folder, i), c) for i, c in zip(ids, calls, strict=True)]
+            records = []
+            for index, (job_id, call) in enumerate(zip(ids, calls, strict=True)):
+                waits = dependency.afterok if dependency else ()
+                if dependency is not None:  # task i of this array after task i of each
+                    waits += tuple(f"{other}_{index}" for other in dependency.aftercorr)
+                records.append(_Job(self.job(folder, job_id), call, waits_for=waits))
             for record in records:
                 self._jobs[record.job.job_id] = record
             self.submissions.append(
-                FakeSubmission(folder, spec, job_name, python, tuple(calls), tuple(ids), as_array)
+                FakeSubmission(
+                    folder,
+                    spec,
+                    job_name,
+                    python,
+                    tuple(calls),
+                    tuple(ids),
+                    as_array,
+                    dependency or None,
+                )
             )
             return records
+
+    def _release(self) -> None:
+        """Start every released PENDING job whose dependencies have all COMPLETED."""
+        with self._lock:
+            ready = [
+                r
+                for r in self._jobs.values()
+                if r.released
+                and r.state == "PENDING"
+                and r.forced is None
+                and all(o.reported == "COMPLETED" for w in r.waits_for for o in self._matching(w))
+            ]
+        for record in ready:
+            self._start(record)
 
     def _start(self, record: _Job) -> None:
         with self._lock:
@@ -304,6 +354,7 @@ class FakeSlurmClient:
             outcome, state = JobResult(ok=True, value=value), "COMPLETED"
         with self._lock:
             record.result, record.state = outcome, state
+        self._release()
 
     def _record(self, job_id: str) -> _Job:
         record = self._jobs.get(str(job_id))

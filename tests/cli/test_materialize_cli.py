@@ -46,21 +46,32 @@ def test_example_project_end_to_end_then_fully_cached(env, further_tmp_root):
         span,
     ]
     first = run(cmd, env)
-    cells = ("raw_data", "features", "split", "fit", "baseline", "calibration", "report")
+    cells = (
+        "raw_data",
+        "features",
+        "split",
+        "fit",
+        "baseline",
+        "bootstrap",
+        "calibration",
+        "report",
+    )
     # the resource cell `measurements` is an observable source: no step of its own, its data is
     # read by the step of `calibration`, which needs it
     assert sorted(started_steps(first)) == sorted(f"example__{c}" for c in cells)
     # the `stored_result_intact` checks (dagster/checks.py) are evaluated by the executor once
     # their asset's step succeeded: no step of their own
-    assert first.count("Asset check 'stored_result_intact'") == 7
+    assert first.count("Asset check 'stored_result_intact'") == 8
     stored = sorted(p.parent.parent.name for p in further_tmp_root.glob("example/*/*/result"))
-    assert stored.count("fit") == 4 and len(stored) == 11 and "measurements" in stored
+    assert stored.count("fit") == 4 and "measurements" in stored
+    assert stored.count("bootstrap") == 5  # the incrementing cell's own instruction: 5 increments
+    assert len(stored) == 16
 
     second = run(cmd, env)
     assert started_steps(second) == []
-    assert "further: 7 step(s) already stored, not started" in second
+    assert "further: 8 step(s) already stored, not started" in second
     # the checks of cached steps are evaluated by the executor, not started, and pass
-    assert second.count("Asset check 'stored_result_intact'") == 7
+    assert second.count("Asset check 'stored_result_intact'") == 8
     assert "did not pass" not in second
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         meta = instance.get_latest_materialization_event(

@@ -198,3 +198,35 @@ def test_a_wrong_spec_in_run_config_fails_before_the_run(defs, instance):
             resources=defs.resources,
             run_config={"ops": {"dag_demo__src": {"config": {"samples": 3}}}},
         )
+
+
+def test_a_large_sweep_lists_its_first_partitions_in_the_description(further_registry):
+    import further_dagster as fd
+    from further_dagster import VAR, Cell, Project, Req, build_definitions
+    from further_dagster.dagster.assets import DESCRIBED_PARTITIONS
+
+    wide = Project("wide_sweep")
+
+    class Point(Cell, project=wide):
+        class Specs(fd.Specs):
+            x: int = 0
+
+        contributions = {"value": int}
+
+        def make(self):
+            return {"value": self.specs.x}
+
+    class Total(Cell, project=wide):
+        req_cells = {"points": Req("point", x=VAR(list(range(DESCRIBED_PARTITIONS + 10))))}
+        contributions = {"total": int}
+
+        def make(self):
+            return {"total": sum(p.value for p in self.inputs["points"])}
+
+    defs = build_definitions(wide)
+    point = defs.resolve_asset_graph().get(dg.AssetKey(["wide_sweep", "point"]))
+    assert len(point.partitions_def.get_partition_keys()) == DESCRIBED_PARTITIONS + 10
+    # the description (sent with every snapshot) names the first partitions, then a count
+    assert "| `x=0` | x=0 |" in point.description
+    assert f"`x={DESCRIBED_PARTITIONS}`" not in point.description
+    assert "| ... | 10 more partition(s) |" in point.description

@@ -93,6 +93,14 @@ def test_every_cell_asset_has_a_non_blocking_intact_check():
     assert not list(off.asset_checks or [])
 
 
+def test_all_checks_are_one_node_of_the_asset_job():
+    # one op for every check of the code location: the asset job has one node per asset + 1
+    (only,) = defs_module.defs.asset_checks
+    assert only.node_def.name == "dag_demo__further_checks"
+    job = defs_module.defs.resolve_implicit_global_asset_job_def()
+    assert len(job.graph.node_defs) == len(list(defs_module.defs.assets)) + 1
+
+
 def test_intact_check_passes_after_a_computed_run(further_tmp_root, calls, dagster_instance):
     events = _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
     # the check steps are evaluated by the executor after their asset's step, never started
@@ -152,7 +160,7 @@ def test_a_cached_run_starts_no_step_and_records_the_check(
     for evaluation in found.values():
         assert evaluation.passed
         assert evaluation.metadata["further/checked_by_executor"].value is True
-        assert evaluation.metadata["digests_checked"].value is False
+        assert evaluation.metadata["digests_checked"].value is True  # FURTHER_VERIFY=digest
         assert evaluation.target_materialization_data is not None
     engine = [e.message for e in second if e.event_type_value == "ENGINE_EVENT"]
     assert any("3 step(s) already stored" in (m or "") for m in engine)
@@ -161,6 +169,48 @@ def test_a_cached_run_starts_no_step_and_records_the_check(
     )[INTACT_POWER]
     assert record.status.value == "SUCCEEDED"
     assert record.run_id == dagster_instance.get_runs(limit=1)[0].run_id
+
+
+def _flip_a_byte(pk_label="p=2"):
+    """Same size, other bytes: only a digest finds it."""
+    location = location_of(defs_module.in_process_defs)
+    asset = location.asset_by_key[POWER]
+    pk = next(k for k, label in asset.partitions.labels.items() if label == pk_label)
+    (inst,) = asset.instances[pk]
+    path = location.store().instance_dir("dag_demo", "power", inst.key) / "result" / "values.json"
+    data = bytearray(path.read_bytes())
+    data[1] ^= 0x01
+    path.write_bytes(bytes(data))
+    return pk
+
+
+def test_a_fully_cached_run_finds_a_flipped_byte_by_digest(
+    further_tmp_root, calls, dagster_instance
+):
+    _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
+    pk = _flip_a_byte()
+    second = _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
+    assert _started(second) == []  # the sizes match: planning finds every step stored
+    evaluation = _evaluations(second)[INTACT_POWER]
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["digests_checked"].value is True
+    assert list(evaluation.metadata["damaged"].value) == [pk]
+
+
+def test_under_verify_size_a_cached_run_digests_only_while_cheap(
+    further_tmp_root, calls, dagster_instance, monkeypatch
+):
+    monkeypatch.setenv("FURTHER_VERIFY", "size")
+    _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
+    _flip_a_byte()
+    # small results: still digested under FURTHER_VERIFY=size
+    cheap = _evaluations(_run(dagster_instance, [POWER], _range_tags()))[INTACT_POWER]
+    assert not cheap.passed and cheap.metadata["digests_checked"].value is True
+    # over the budget: the size checks only, and the evaluation says so
+    monkeypatch.setattr(checks, "CHEAP_DIGEST_BYTES", 0)
+    costly = _evaluations(_run(dagster_instance, [POWER], _range_tags()))[INTACT_POWER]
+    assert costly.passed and costly.metadata["digests_checked"].value is False
 
 
 def _observe_feed(instance):
@@ -227,3 +277,23 @@ def test_an_old_release_history_entry_fails_the_shelf_life_check(
 
     history.record("dag_res", "feed", inst.skey, "r1", dt.datetime.now(dt.UTC), source="sensor")
     assert _checks_only(current_defs, dagster_instance, SHELF)[SHELF].passed
+
+
+def test_a_check_of_an_asset_outside_the_run_runs_the_check_step(
+    further_tmp_root, calls, dagster_instance
+):
+    _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
+    intact_src = dg.AssetCheckKey(SRC, checks.INTACT)
+    job = _job("in_process_defs").get_subset(
+        asset_selection={SRC}, asset_check_selection={intact_src, INTACT_POWER}
+    )
+    with dg.execute_job(job, instance=dagster_instance) as result:
+        assert result.success
+        events = list(result.all_events)
+    # power is not in the run: the executor cannot evaluate its check, so the check step runs
+    # (and evaluates both of its checks itself, with digests)
+    assert _started(events) == ["dag_demo__further_checks"]
+    found = _evaluations(events)
+    assert set(found) == {intact_src, INTACT_POWER}
+    assert all(e.passed and e.metadata["digests_checked"].value for e in found.values())
+    assert all("further/checked_by_executor" not in e.metadata for e in found.values())

@@ -190,7 +190,7 @@ def _asset_steps(events):
     return [
         e.step_key
         for e in events
-        if e.event_type_value == "STEP_START" and not e.step_key.endswith("_stored_result_intact")
+        if e.event_type_value == "STEP_START" and not e.step_key.endswith("further_checks")
     ]
 
 
@@ -332,6 +332,25 @@ def _statuses(instance, defs):
     return out
 
 
+def _hits(instance, after_id=0):
+    """The cache hits the sensor recorded (runless materializations), oldest first."""
+    records = (
+        instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=SCALED), limit=100).records
+        + instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SUMMARY), limit=100
+        ).records
+    )
+    found = [r for r in records if not r.event_log_entry.run_id and r.storage_id > after_id]
+    return sorted(found, key=lambda r: r.storage_id)
+
+
+def _last_id(instance):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SUMMARY), limit=1
+    ).records
+    return records[0].storage_id if records else 0
+
+
 def test_a_switch_back_to_a_stored_release_reports_hits_and_marks_nothing_stale(instance, calls):
     from dagster._core.definitions.data_version import StaleStatus
 
@@ -339,14 +358,14 @@ def test_a_switch_back_to_a_stored_release_reports_hits_and_marks_nothing_stale(
     Session(progress=False).call("dag_res.summary")  # r1 stored, never materialized in Dagster
     ticker = Ticker(defs, instance)
     first = ticker.tick()  # first sight of r1: all stored, so Dagster is told with hits
-    assert first.run_requests == []
-    hits = [e for e in first.asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert first.run_requests == [] and "(4 cache hit(s) reported)" in _skip(first)
+    hits = [r.asset_materialization for r in _hits(instance)]
     assert len(hits) == 4  # three scaled partitions, then summary
     assert hits[-1].asset_key == SUMMARY
     assert all(h.metadata["further/cache"].value == "hit" for h in hits)
     for h in hits:
         assert h.tags["dagster/data_version"] == h.metadata["further/logic_key"].value
-    _record(instance, first)
+    _record(instance, first)  # the tick's observation of r1
     assert set(_statuses(instance, defs).values()) == {StaleStatus.FRESH}
 
     RELEASES["a"] = "r2"
@@ -365,20 +384,23 @@ def test_a_switch_back_to_a_stored_release_reports_hits_and_marks_nothing_stale(
 
     RELEASES["a"] = "r1"  # back to a release whose results are all stored
     computed = calls.count()
+    before = _last_id(instance)
     back = ticker.tick()
     assert back.run_requests == [] and "every instance it reaches is stored" in _skip(back)
     assert "4 cache hit(s)" in _skip(back)
-    observation, *hits = back.asset_events
+    (observation,) = back.asset_events
     assert isinstance(observation, dg.AssetObservation)
-    assert [(h.asset_key, h.partition) for h in hits] == [
+    records = _hits(instance, before)
+    assert [(r.asset_key, r.partition_key) for r in records] == [
         *((SCALED, pk) for pk in _partitions(defs, SCALED)),
         (SUMMARY, None),
     ]
+    hits = [r.asset_materialization for r in records]
     assert hits[-1].tags["dagster/input_data_version/dag_res/scaled"].startswith("partitions:")
     assert hits[0].tags["dagster/input_data_version/dag_res/feed"] == "r1"
-    # the summary points at the earlier r1 records of scaled (its own hits come after the tick)
+    # the summary points at the scaled hits recorded just before it
     pointer = hits[-1].tags["dagster/input_event_pointer/dag_res/scaled"]
-    assert pointer != _compat.NULL_EVENT_POINTER and int(pointer) > 0
+    assert int(pointer) == records[-2].storage_id
     assert list(hits[-1].metadata["further/releases"].value.values()) == ["r1"]
     _record(instance, back)
     assert calls.count() == computed  # nothing computed, nothing read
@@ -391,6 +413,65 @@ def test_a_switch_back_to_a_stored_release_reports_hits_and_marks_nothing_stale(
     # nothing new: the next tick reports nothing
     again = ticker.tick()
     assert again.asset_events == [] and again.run_requests == []
+    assert _hits(instance, _last_id(instance)) == []
+
+
+def test_hits_of_results_never_recorded_in_dagster_point_at_real_records(instance):
+    """A switch to results a Session stored (Dagster never recorded them at that version):
+    the dependent's input pointer is the record of each partition it rests on, so a later
+    change of one of them shows as stale (a null pointer would hide it for good)."""
+    from dagster._core.definitions.data_version import StaleStatus
+
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")
+    ticker = Ticker(defs, instance)
+    first = ticker.tick()
+    _record(instance, first)
+    summary = instance.get_latest_materialization_event(SUMMARY).asset_materialization
+    assert summary.tags["dagster/input_event_pointer/dag_res/scaled"] != _compat.NULL_EVENT_POINTER
+    assert set(_statuses(instance, defs).values()) == {StaleStatus.FRESH}
+
+    # a scaled partition changes in Dagster afterwards (another run, another code version)
+    pk = _partitions(defs, SCALED)[1]
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=SCALED, partition=pk, tags={"dagster/data_version": "edited"}
+        )
+    )
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    resolver = get_stale_status_resolver(instance, list(defs.assets))
+    assert resolver.get_status(SUMMARY, None) == StaleStatus.STALE
+
+
+def test_a_release_reaching_stored_and_missing_instances_records_the_stored_at_once(
+    instance, calls
+):
+    """A notebook computed one partition with the new release: the sensor requests the others
+    and tells Dagster about the stored one at once (the requested range does not cover it)."""
+    from dagster._core.definitions.data_version import StaleStatus
+
+    defs = resource_defs.summary_defs
+    Session(progress=False).call("dag_res.summary")
+    ticker = Ticker(defs, instance)
+    _record(instance, ticker.tick())  # r1: all stored, recorded as hits
+    keys = _partitions(defs, SCALED)
+    RELEASES["a"] = "r2"
+    Session(progress=False).call("dag_res.scaled", factor=1)  # the first partition, at r2
+    changed = ticker.tick()
+    (request,) = changed.run_requests
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (keys[1], keys[2])
+    assert "1 cache hit(s)" not in (_skip(changed) or "")  # a run was requested
+    _record(instance, changed)  # the observation of r2
+    hit = _latest(instance, SCALED, keys[0])
+    assert hit.metadata["further/cache"].value == "hit"
+    assert list(hit.metadata["further/releases"].value.values()) == ["r2"]
+    statuses = _statuses(instance, defs)
+    assert statuses[("dag_res/scaled", keys[0])] == StaleStatus.FRESH  # true before the run
+    assert statuses[("dag_res/scaled", keys[1])] == StaleStatus.STALE
+    assert statuses[("dag_res/scaled", keys[2])] == StaleStatus.STALE
+    _run(instance, "summary_defs", request.asset_selection, dict(request.tags))
+    assert set(_statuses(instance, defs).values()) == {StaleStatus.FRESH}
 
 
 def test_current_shelf_life_asks_get_release_at_most_once_per_shelf_life(instance, monkeypatch):

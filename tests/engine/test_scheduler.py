@@ -7,6 +7,7 @@ import pytest
 from further_dagster.engine.scheduler import Progress, RunReport
 from further_dagster.errors import CellComputeError
 from further_dagster.store import Outcome
+from tests.engine import cells  # noqa: F401  (registers engine_demo when run alone)
 
 pytestmark = pytest.mark.unit
 

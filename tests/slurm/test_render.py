@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 
-from further_dagster.slurm import SlurmSpec, sbatch_text, slurm_parameters
+from further_dagster.slurm import Dependency, SlurmSpec, sbatch_text, slurm_parameters
 from further_dagster.slurm._submitit import SlurmExecutor
 from further_dagster.slurm.client import make_executor
 
@@ -31,6 +31,14 @@ CASES: dict[str, tuple[SlurmSpec, dict[str, Any]]] = {
         {},
     ),
     "array": (SlurmSpec(cpus=2), {"array_size": 10, "job_name": "map"}),
+    "afterok": (
+        SlurmSpec(extra={"qos": "low"}),
+        {"job_name": "gather", "dependency": Dependency(afterok=("12", "13_0", "13_4"))},
+    ),
+    "aftercorr": (
+        SlurmSpec(),
+        {"array_size": 4, "job_name": "fit", "dependency": Dependency(aftercorr=("12",))},
+    ),
 }
 
 
@@ -62,7 +70,7 @@ def test_array_size_must_be_an_array() -> None:
         sbatch_text(SlurmSpec(), FOLDER, array_size=1)
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"array"}))
+@pytest.mark.parametrize("name", sorted(set(CASES) - {"array", "aftercorr"}))
 def test_render_agrees_with_a_real_submitit_executor(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,8 +79,11 @@ def test_render_agrees_with_a_real_submitit_executor(
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     spec, kwargs = CASES[name]
     job_name = kwargs.get("job_name", "submitit")
-    executor = make_executor(tmp_path, spec, job_name=job_name, python="python")
+    dependency = kwargs.get("dependency")
+    executor = make_executor(
+        tmp_path, spec, job_name=job_name, python="python", dependency=dependency
+    )
     inner = cast(SlurmExecutor, executor._executor)
-    assert inner.parameters == slurm_parameters(spec, job_name)
+    assert inner.parameters == slurm_parameters(spec, job_name, dependency)
     written = inner._make_submission_file_text(inner._submitit_command_str, "uid")
-    assert written == sbatch_text(spec, tmp_path, job_name, python="python")
+    assert written == sbatch_text(spec, tmp_path, job_name, python="python", dependency=dependency)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+import further_dagster.store.index.writer  # noqa: F401  (before the forks: see _child)
 from further_dagster.errors import CorruptArtifactError
 from further_dagster.store import ArtifactStore, provenance
 
@@ -80,6 +81,8 @@ def _child(root: str, key: str, left: int, makes: str, count_file: str | None) -
     try:
         provenance.clear_cache()  # this is another process: its own pid in the records
         provenance.process_facts()  # gathered before arming: kills land in the store's work
+        import sqlite3  # noqa: F401  (the SQL index's modules are imported before arming too)
+
         store = ArtifactStore(root, lease_s=15, poll_s=0.01, wait_timeout_s=60)
 
         def compute(tmp_dir: Path, logger: logging.Logger) -> dict[str, Any]:

@@ -538,7 +538,8 @@ def test_a_read_only_mount_is_a_store_error_and_stored_results_stay_readable(
     tmp_path: Path,
 ) -> None:
     with tmpfs(tmp_path / "ro") as disk:
-        store = ArtifactStore(disk / "root", poll_s=0.02)
+        # no SQL index: its open SQLite file would keep the mount busy (remount fails)
+        store = ArtifactStore(disk / "root", poll_s=0.02, index_url="none")
         store.ensure(P, C, KEY, lambda d, lg: {"v": 1}, {})
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         assert store.ensure(P, C, KEY, lambda d, lg: {"v": 9}, {}).hit is True

@@ -575,7 +575,7 @@ def test_a_cell_codec_refuses_a_stored_pickle(
 @pytest.fixture
 def two_projects(further_registry: Any, further_tmp_root: Path) -> dict[str, Any]:
     lib = Project("lib")
-    app = Project("app")
+    app = Project("app", calls=["lib"])
 
     class Thing(Cell, project=lib):
         contributions = {"obj": set}

@@ -11,12 +11,19 @@ so a Session in LOCAL mode never imports dask or submitit.
 | LOCAL           | a thread pool                         | local.py          |
 | LOCAL_PROCESSES | a pool of spawned processes           | local.py          |
 | DASK            | tasks on a Dask cluster               | dask.py           |
-| SLURM           | one Slurm job array per ready wave    | slurm.py          |
+| DASK_STATIC_DAG | a static chapter as one Dask graph    | dask.py           |
+| SLURM           | job arrays chained by --dependency    | slurm.py          |
+
+A `GraphBackend` (DASK_STATIC_DAG, SLURM) also takes a whole static chapter at once
+(`submit_graph`): instances in dependency order, each dependency stored, in the chapter, or in
+flight on the same backend. A chapter's instance whose dependency failed never runs; its future
+raises `Blocked`, and the scheduler counts it as blocked by that failure.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -27,6 +34,25 @@ from further_dagster.store import Outcome, Store
 
 if TYPE_CHECKING:
     from further_dagster.engine.backends.slurm import SlurmSettings
+
+
+def thin(inst: Instance) -> Instance:
+    """`inst` with its dependencies but not theirs: what computing it needs (their cells, keys
+    and Specs to load their results; releases are precomputed in `upstream_releases`). An
+    instance pickles its whole upstream otherwise: a task at depth n of a chain would carry n
+    instances."""
+    deps = {
+        edge: tuple(dataclasses.replace(d, deps={}) for d in dep)
+        if isinstance(dep, tuple)
+        else dataclasses.replace(dep, deps={})
+        for edge, dep in inst.deps.items()
+    }
+    return dataclasses.replace(inst, deps=deps)
+
+
+class Blocked(Exception):
+    """An instance of a graph never ran because a dependency in it failed (the scheduler
+    records it as blocked when it settles that failure)."""
 
 
 @runtime_checkable
@@ -47,6 +73,25 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class GraphBackend(Backend, Protocol):
+    """A backend that also takes a static chapter as one graph."""
+
+    @property
+    def graph_threshold(self) -> int | None:
+        """The smallest chapter worth a graph; None: never (one wave at a time)."""
+        ...
+
+    def in_flight(self, key: str) -> bool:
+        """Was `key` handed to this backend, and has it not failed (a graph may depend on it)?"""
+        ...
+
+    def submit_graph(self, insts: Sequence[Instance]) -> list[cf.Future[Outcome]]:
+        """Start every instance of a chapter (dependencies first), each after its dependencies
+        in the chapter or in flight here; one future per instance, in order."""
+        ...
+
+
 def make_backend(
     mode: Mode,
     store: Store,
@@ -54,6 +99,7 @@ def make_backend(
     workers: int,
     cache: ContributionCache,
     slurm: SlurmSettings | None = None,
+    static_dag_node_thresh: int | None = None,
 ) -> Backend:
     """The backend of `mode` (imports dask or submitit only for their modes)."""
     if mode is Mode.INLINE:
@@ -68,13 +114,17 @@ def make_backend(
         from further_dagster.engine.backends.local import ProcessBackend
 
         return ProcessBackend(store, workers)
-    if mode is Mode.DASK:
+    if mode in (Mode.DASK, Mode.DASK_STATIC_DAG):
         from further_dagster.engine.backends.dask import DaskPool
+        from further_dagster.settings import static_dag_node_thresh as thresh
 
-        return DaskPool(store, workers)
+        graphs = mode == Mode.DASK_STATIC_DAG
+        return DaskPool(
+            store, workers, graph_threshold=thresh(static_dag_node_thresh) if graphs else None
+        )
     from further_dagster.engine.backends.slurm import SlurmPool
 
     return SlurmPool(store, slurm)
 
 
-__all__ = ["Backend", "make_backend"]
+__all__ = ["Backend", "Blocked", "GraphBackend", "make_backend", "thin"]

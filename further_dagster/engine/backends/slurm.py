@@ -1,10 +1,22 @@
-"""The SLURM backend: instances that are ready together go to Slurm as ONE job array.
+"""The SLURM backend: a static chapter goes to Slurm in one pass, as job arrays chained by
+Slurm's own dependencies.
 
-`run_missing` hands every wave of ready SLURM-mode instances to a `SlurmPool`, which groups them
-by their merged `SlurmSpec` and submits each group with one `SlurmClient.submit_batch` (one
-sbatch, one job array; one task per instance). A task runs `compute.ensure` for its instance in
-a fresh interpreter that never imports dagster, so it costs a Python start plus make(); the
-result goes to the shared store, and the pool only learns that the task ended:
+`run_missing` hands the pool each static chapter of missing SLURM-mode instances
+(`submit_graph`): every instance of it is submitted at once, level by level (a level's
+instances depend only on earlier levels), one `SlurmClient.submit_batch` (one sbatch, one job
+array, one task per instance) per distinct merged `SlurmSpec` and dependency: instances whose
+only in-flight dependency is task i of one array, for i = 0..m-1, form an array with
+`--dependency=aftercorr:<that array>` (task i starts when task i there completed); others are
+grouped by the exact set of tasks they wait for (`afterok:<tasks>`, `afterok:<array>` for a
+whole array). Slurm then starts each task when its inputs are stored, without a round trip
+through this process per wave. A task that fails cancels the tasks waiting on it (they could
+never start); their futures raise `Blocked`, and the scheduler counts them as blocked by that
+failure. With `SlurmSettings(dependencies=False)` the pool takes one wave of ready instances at
+a time (`submit_many`, the baseline the bench compares against), one array per spec.
+
+A task runs `slurm_task.run_task` in a fresh interpreter that imports the cells' modules and
+never the package that calls `build_definitions` (see slurm_task.py), so it costs a Python start
+plus make(); the result goes to the shared store, and the pool only learns that the task ended:
 
 - a task ends when its result appears (`client.result`, checked every `poll_s`: a `stat` per
   task with the real client);
@@ -35,8 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from further_dagster.core.instances import Instance
+from further_dagster.engine.backends import Blocked, thin
+from further_dagster.engine.backends.slurm_task import payload_for, run_task
 from further_dagster.errors import CellComputeError, FurtherError, SlurmJobError
-from further_dagster.slurm import SlurmSpec, merge, states
+from further_dagster.slurm import Dependency, SlurmSpec, merge, states
 from further_dagster.store import Outcome, Store
 
 if TYPE_CHECKING:
@@ -47,7 +61,6 @@ __all__ = [
     "SlurmSettings",
     "Submission",
     "cell_spec",
-    "ensure_in_job",
     "spec_for",
 ]
 
@@ -56,8 +69,9 @@ log = logging.getLogger("further")
 
 @dataclass(frozen=True)
 class Submission:
-    """One sbatch call of the pool: which cell, which job ids (array tasks `<id>_<index>`),
-    and how long submitting took."""
+    """One sbatch call of the pool: which cells (full names, ", "-joined when instances of
+    several cells share the array), which job ids (array tasks `<id>_<index>`), and how long
+    submitting took."""
 
     cell: str
     job_ids: list[str]
@@ -75,8 +89,10 @@ class SlurmSettings:
             job ids never reads an old result file.
         base: the spec layers below each cell's own `slurm` (launcher defaults < executor
             run config), already merged.
-        array: one job array per wave of ready instances (True), or one sbatch per instance
-            (False: the baseline the bench compares against).
+        array: job arrays (True), or one sbatch per instance (False: the baseline the bench
+            compares against; no dependencies either).
+        dependencies: a static chapter in one pass with Slurm's dependencies between its
+            arrays (True), or one wave of ready instances at a time (False: the baseline).
         python: interpreter command for the jobs; None: this process's `sys.executable`.
         poll_s: how often result files are checked.
         state_every_s: how often Slurm is asked about tasks that have no result yet.
@@ -88,6 +104,7 @@ class SlurmSettings:
     folder: Path | None = None
     base: SlurmSpec = field(default_factory=SlurmSpec)
     array: bool = True
+    dependencies: bool = True
     python: str | None = None
     poll_s: float = 0.25
     state_every_s: float = 2.0
@@ -134,14 +151,6 @@ def spec_for(cell: Any, base: SlurmSpec | None = None) -> SlurmSpec:
     return merge(base, cell_spec(cell))
 
 
-def ensure_in_job(store: Store, inst: Instance) -> Outcome:
-    """What one Slurm task runs: compute (or find) `inst` in the shared store (the store
-    travels pickled, with its settings)."""
-    from further_dagster.engine.compute import ensure
-
-    return ensure(store, inst)
-
-
 @dataclass
 class _Task:
     inst: Instance
@@ -149,6 +158,7 @@ class _Task:
     future: cf.Future[Outcome]
     spec: SlurmSpec
     ended_seen: int = 0  # state polls that found the task ended without a result file
+    waiting: list[_Task] = field(default_factory=list)  # tasks whose dependency names this one
 
 
 class SlurmPool(cf.Executor):
@@ -165,6 +175,9 @@ class SlurmPool(cf.Executor):
         self.folder = Path(folder)
         self.submissions: list[list[str]] = []  # job ids per sbatch call
         self._tasks: list[_Task] = []
+        self._by_key: dict[str, _Task] = {}
+        self._array_size: dict[str, int] = {}  # array id -> tasks
+        self._modules: dict[type, set[str]] = {}  # cell -> the modules its instances need
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,74 +186,232 @@ class SlurmPool(cf.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         raise TypeError("SlurmPool runs instances: use submit_many([instance, ...])")
 
+    @property
+    def graph_threshold(self) -> int | None:
+        """Any static chapter goes in one pass (None: one wave at a time)."""
+        return 1 if self.settings.dependencies and self.settings.array else None
+
+    def in_flight(self, key: str) -> bool:
+        task = self._by_key.get(key)
+        return task is not None and not _failed(task.future)
+
     def submit_many(self, insts: Sequence[Instance]) -> list[cf.Future[Outcome]]:
         """Submit `insts` (one job array per distinct spec); one future per instance, in order."""
         futures: dict[str, cf.Future[Outcome]] = {i.key: cf.Future() for i in insts}
-        groups: dict[str, list[Instance]] = {}
-        specs: dict[str, SlurmSpec] = {}
-        for inst in insts:
-            spec = spec_for(inst.cell, self.settings.base)
-            token = json.dumps(spec_json(spec), sort_keys=True) + inst.cell.full_name
-            groups.setdefault(token, []).append(inst)
-            specs[token] = spec
-        for token, group in groups.items():
-            spec = specs[token]
-            try:
-                jobs = self._submit(spec, group)
-            except FurtherError as exc:  # sbatch refused every attempt: fail these instances
-                for inst in group:
-                    futures[inst.key].set_exception(exc)
-                continue
-            with self._lock:
-                for inst, job in zip(group, jobs, strict=True):
-                    self._tasks.append(_Task(inst, job, futures[inst.key], spec))
+        for spec, group in self._by_spec(insts):
+            self._submit_group(spec, group, futures, None, {})
         self._start()
         return [futures[i.key] for i in insts]
 
-    def _submit(self, spec: SlurmSpec, group: list[Instance]) -> list[SubmittedJob]:
+    def submit_graph(self, insts: Sequence[Instance]) -> list[cf.Future[Outcome]]:
+        """Submit a static chapter in one pass (see the module docstring)."""
+        futures: dict[str, cf.Future[Outcome]] = {i.key: cf.Future() for i in insts}
+        level: dict[str, int] = {}
+        for inst in insts:  # dependencies first
+            level[inst.key] = 1 + max(
+                (level[d.key] for d in inst.dep_instances() if d.key in level), default=-1
+            )
+        # in each array, what a later level waits for comes first: tasks 0..m-1 of it can
+        # then be waited for task by task (aftercorr)
+        needed = {d.key for inst in insts for d in inst.dep_instances() if d.key in level}
+        levels: dict[int, list[Instance]] = {}
+        for inst in sorted(insts, key=lambda i: i.key not in needed):
+            levels.setdefault(level[inst.key], []).append(inst)
+        for number in sorted(levels):
+            for spec, group in self._by_spec(levels[number]):
+                waits = self._waits(group, futures)
+                for members, dependency in self._by_dependency(group, waits):
+                    self._submit_group(spec, members, futures, dependency, waits)
+        self._start()
+        return [futures[i.key] for i in insts]
+
+    def _by_spec(self, insts: Sequence[Instance]) -> list[tuple[SlurmSpec, list[Instance]]]:
+        groups: dict[str, tuple[SlurmSpec, list[Instance]]] = {}
+        for inst in insts:
+            spec = spec_for(inst.cell, self.settings.base)
+            token = json.dumps(spec_json(spec), sort_keys=True)
+            groups.setdefault(token, (spec, []))[1].append(inst)
+        return list(groups.values())
+
+    def _waits(
+        self, group: list[Instance], futures: dict[str, cf.Future[Outcome]]
+    ) -> dict[str, list[_Task]]:
+        """Member key -> the submitted tasks it must wait for (in flight). A member with a
+        dependency that failed, or was never submitted, is blocked here and never submitted."""
+        waits: dict[str, list[_Task]] = {}
+        for inst in group:
+            pending: list[_Task] = []
+            for dep in inst.dep_instances():
+                task = self._by_key.get(dep.key)
+                if task is None:
+                    if dep.key in futures:  # in this chapter, and never submitted: blocked
+                        pending = []
+                        futures[inst.key].set_exception(Blocked())
+                        break
+                    continue  # stored before the run
+                if _failed(task.future):
+                    futures[inst.key].set_exception(Blocked())
+                    break
+                if task.future.done():
+                    continue  # its result is stored
+                pending.append(task)
+            if not futures[inst.key].done():
+                waits[inst.key] = pending
+        return waits
+
+    def _by_dependency(
+        self, group: list[Instance], waits: dict[str, list[_Task]]
+    ) -> list[tuple[list[Instance], Dependency | None]]:
+        """The members of `group` (one level, one spec) not blocked, split by what they wait
+        for in Slurm (see the module docstring)."""
+        members = [i for i in group if i.key in waits]
+        out: list[tuple[list[Instance], Dependency | None]] = []
+        # aftercorr: each member waits for exactly one task, task i of one array, for every i
+        by_array: dict[str, list[tuple[int, Instance]]] = {}
+        for inst in members:
+            pending = waits[inst.key]
+            if len(pending) == 1 and "_" in pending[0].job.job_id:
+                array, index = pending[0].job.job_id.split("_")
+                by_array.setdefault(array, []).append((int(index), inst))
+        corr: set[str] = set()
+        for array, indexed in by_array.items():
+            # task i here waits for task i there: the members must be tasks 0..m-1 there
+            if len(indexed) > 1 and sorted(i for i, _ in indexed) == list(range(len(indexed))):
+                ordered = [inst for _, inst in sorted(indexed, key=lambda pair: pair[0])]
+                out.append((ordered, Dependency(aftercorr=(array,))))
+                corr.update(i.key for i in ordered)
+        # afterok: grouped by the exact tasks waited for (whole arrays named by their id)
+        by_waits: dict[tuple[str, ...], list[Instance]] = {}
+        for inst in members:
+            if inst.key not in corr:
+                ids = tuple(sorted({t.job.job_id for t in waits[inst.key]}))
+                by_waits.setdefault(ids, []).append(inst)
+        for ids, grouped in by_waits.items():
+            out.append((grouped, Dependency(afterok=self._compress(ids)) if ids else None))
+        return out
+
+    def _compress(self, ids: tuple[str, ...]) -> tuple[str, ...]:
+        """Task ids, each whole array written as its id."""
+        tasks: dict[str, set[str]] = {}
+        for job_id in ids:
+            tasks.setdefault(job_id.split("_")[0], set()).add(job_id)
+        out: list[str] = []
+        for array, found in tasks.items():
+            whole = array in found or len(found) == self._array_size.get(array, 0)
+            out.extend([array] if whole else sorted(found))
+        return tuple(out)
+
+    def _submit_group(
+        self,
+        spec: SlurmSpec,
+        group: list[Instance],
+        futures: dict[str, cf.Future[Outcome]],
+        dependency: Dependency | None,
+        waits: dict[str, list[_Task]],
+    ) -> None:
+        """Submit one array; each task is registered with the tasks it waits for (`waits`), so
+        that a failure there cancels it."""
+        try:
+            jobs = self._submit(spec, group, dependency)
+        except FurtherError as exc:  # sbatch refused every attempt: fail these instances
+            for inst in group:
+                futures[inst.key].set_exception(exc)
+            return
+        with self._lock:
+            if len(jobs) > 1:
+                self._array_size[jobs[0].array_id] = len(jobs)
+            for inst, job in zip(group, jobs, strict=True):
+                task = _Task(inst, job, futures[inst.key], spec)
+                self._tasks.append(task)
+                self._by_key[inst.key] = task
+                for waited in waits.get(inst.key, ()):
+                    waited.waiting.append(task)
+            waited_for = {w.job.job_id: w for i in group for w in waits.get(i.key, ())}
+            ended = [w for w in waited_for.values() if _failed(w.future)]
+        for waited in ended:  # failed while this group was being submitted
+            self._cancel_waiting(waited)
+
+    def _submit(
+        self, spec: SlurmSpec, group: list[Instance], dependency: Dependency | None = None
+    ) -> list[SubmittedJob]:
         store = self.store
-        name = f"further-{group[0].cell.name}"
+        cells = sorted({i.cell.name for i in group})
+        name = "further-" + ("+".join(cells) if len(cells) <= 3 else f"{len(cells)}cells")
         jobs: list[SubmittedJob] = []
         if self.settings.array:
             started = time.perf_counter()
             jobs = self.client.submit_batch(
                 self.folder,
                 spec,
-                [(ensure_in_job, store, inst) for inst in group],
+                [(run_task, self._payload(store, inst)) for inst in group],
                 job_name=name,
                 python=self.settings.python,
+                dependency=dependency,
             )
-            self._submitted(group[0], jobs, time.perf_counter() - started, array=True)
+            self._submitted(group, jobs, time.perf_counter() - started, array=True)
         else:
             for inst in group:
                 started = time.perf_counter()
                 job = self.client.submit(
                     self.folder,
                     spec,
-                    ensure_in_job,
-                    store,
-                    inst,
+                    run_task,
+                    self._payload(store, inst),
                     job_name=name,
                     python=self.settings.python,
+                    dependency=dependency,
                 )
                 jobs.append(job)
-                self._submitted(inst, [job], time.perf_counter() - started, array=False)
+                self._submitted([inst], [job], time.perf_counter() - started, array=False)
         return jobs
 
+    def _payload(self, store: Store, inst: Instance) -> Any:
+        modules = self._modules.get(inst.cell)
+        if modules is None:
+            modules = {inst.cell.__module__}
+            stack = list(inst.dep_instances())
+            seen: set[str] = set()
+            while stack:  # the instance pickles its upstream too: their cells' modules
+                dep = stack.pop()
+                if dep.key not in seen:
+                    seen.add(dep.key)
+                    modules.add(dep.cell.__module__)
+                    stack.extend(dep.dep_instances())
+            modules.discard("__main__")
+            self._modules[inst.cell] = modules
+        return payload_for(store, thin(inst), modules)
+
     def _submitted(
-        self, inst: Instance, jobs: list[SubmittedJob], seconds: float, *, array: bool
+        self, group: list[Instance], jobs: list[SubmittedJob], seconds: float, *, array: bool
     ) -> None:
         ids = [j.job_id for j in jobs]
         self.submissions.append(ids)
+        cells = ", ".join(dict.fromkeys(i.cell.full_name for i in group))
         log.info(
             "submitted %d instance(s) of %s to Slurm in %.3fs: %s",
             len(ids),
-            inst.cell.full_name,
+            cells,
             seconds,
             _id_range(ids),
         )
         if self.settings.on_submit is not None:
-            self.settings.on_submit(Submission(inst.cell.full_name, ids, seconds, array))
+            self.settings.on_submit(Submission(cells, ids, seconds, array))
+
+    def _fail(self, task: _Task, error: BaseException) -> None:
+        """Fail the task, and cancel every task waiting on it (it never starts now)."""
+        if not task.future.done():
+            task.future.set_exception(error)
+        self._cancel_waiting(task)
+
+    def _cancel_waiting(self, task: _Task) -> None:
+        with self._lock:
+            pending = [t for t in task.waiting if not t.future.done()]
+        for waiting in pending:
+            try:
+                self.client.cancel(waiting.job.job_id)
+            except FurtherError as exc:
+                log.error("%s", exc)
+            self._fail(waiting, Blocked())
 
     # --- watching -----------------------------------------------------------------------
 
@@ -287,7 +458,7 @@ class SlurmPool(cf.Executor):
                 continue
             task.ended_seen += 1
             if task.ended_seen >= 2:  # absorb a shared filesystem's lag on the result file
-                task.future.set_exception(_ended_error(task, state))
+                self._fail(task, _ended_error(task, state))
 
     def _resolve(self, task: _Task) -> bool:
         """Settle the task's future from its result; False while there is none yet."""
@@ -299,7 +470,7 @@ class SlurmPool(cf.Executor):
         if result.ok:
             task.future.set_result(result.value)
         else:
-            task.future.set_exception(_remote_error(task, result))
+            self._fail(task, _remote_error(task, result))
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -327,6 +498,10 @@ class SlurmPool(cf.Executor):
         """Every job id (array tasks `<id>_<index>`) the pool submitted, in order."""
         with self._lock:
             return [t.job.job_id for t in self._tasks]
+
+
+def _failed(future: cf.Future[Outcome]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def _default_client() -> SlurmClient:

@@ -1,0 +1,236 @@
+"""Steps in-process, instances on the engine's warm pools, in waves across steps.
+
+Dagster's multiprocess executor starts a process per step (~1.7 s each, mostly imports and
+instance setup), which dwarfs a trivial cell. But the keys of every step of a run are known
+before the run starts (engine/plan.py), so a run's missing instances need not wait for their
+steps: `WaveExecutor` hands all of them to the engine at once (`run_missing` in a background
+thread, in the run's mode: a thread pool, one pool of spawned processes, a Dask cluster), which
+runs whatever is ready together, across steps, on pools that stay warm for the whole run.
+Meanwhile Dagster's own in-process executor runs the steps in dependency order: a step's body
+(dagster/assets.py) first waits here for its instances (`wave_report`), then records what the
+engine did as its own events (materializations with the logic keys as data versions, logs),
+exactly as if it had computed them. So retries, failures, skipped downstream steps, hooks and
+event logs are Dagster's own.
+
+A failed instance fails its step (its dependents in the engine are blocked, and Dagster skips
+the downstream steps); a retry of that step (RetryPolicy) computes in the step itself, as the
+per-step path does. A step whose missing instances include an upstream instance that no step of
+the run owns (a partial selection over an empty store) is left to compute in its body, so that
+it records that upstream work as it always did.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from further_dagster.core.instances import Instance
+from further_dagster.dagster import _compat
+from further_dagster.dagster import tags as T
+from further_dagster.engine.modes import Mode
+from further_dagster.engine.scheduler import RunReport, run_missing
+from further_dagster.errors import FurtherError
+from further_dagster.store import Outcome, Store
+
+log = logging.getLogger("further")
+
+
+def wave_mode(mode: Mode) -> bool:
+    """Does the wave executor run this mode's instances? Every mode but INLINE (in-process
+    already) and SLURM (its step-delegating executor: a Slurm job per step)."""
+    return mode not in (Mode.INLINE, Mode.SLURM)
+
+
+class _Cancelled(KeyboardInterrupt):
+    """Raised inside the engine's loop when the run stopped waiting (the run was terminated):
+    the engine aborts its backends, as on Ctrl-C."""
+
+
+@dataclass
+class Waves:
+    """The engine run of one Dagster run: which instances each step waits for, and what came
+    back (outcomes, failures, blocked keys)."""
+
+    run_id: str
+    by_step: dict[str, list[str]]
+    owned: Mapping[str, str] = field(default_factory=dict)
+    report: RunReport = field(default_factory=RunReport)
+    finished: bool = False
+    crashed: BaseException | None = None
+    cancelled: bool = False
+    consumed: set[str] = field(default_factory=set)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_done(self, inst: Instance, outcome: Outcome) -> None:
+        del inst, outcome  # recorded in `report` by the scheduler already
+        with self._cond:
+            self._cond.notify_all()
+        if self.cancelled:
+            raise _Cancelled()
+
+    def _settled(self, key: str) -> bool:
+        report = self.report
+        return key in report.outcomes or key in report.failed or key in report.blocked
+
+    def wait(self, step_key: str) -> RunReport | None:
+        """Block until the engine settled every instance of `step_key`; its outcomes, or None
+        when the step computes itself (not in the wave, a retry, or the engine crashed).
+        Raises the failure of one of its own instances (a FurtherError) on its first attempt;
+        when only an upstream instance failed, the step computes itself (and fails the same
+        way, or succeeds if Dagster retried that upstream step meanwhile)."""
+        keys = self.by_step.get(step_key)
+        if keys is None or step_key in self.consumed:
+            return None
+        self.consumed.add(step_key)
+        with self._cond:
+            # a failure does not call `on_done` (no engine hook for it): poll for those
+            while not (self.finished or all(self._settled(k) for k in keys)):
+                self._cond.wait(timeout=0.05)
+            report = self.report
+            if not all(self._settled(k) for k in keys):
+                log.warning(
+                    "the wave engine stopped (%s); step %s computes itself", self.crashed, step_key
+                )
+                return None
+            for key in keys:
+                if key in report.failed and self.owned.get(key) == step_key:
+                    raise report.failed[key]
+            if any(k in report.failed or k in report.blocked for k in keys):
+                return None  # an upstream failed: the step computes what is missing itself
+            mine = RunReport()
+            for key in keys:
+                outcome = report.outcomes[key]
+                mine.outcomes[key] = outcome
+                (mine.cached if outcome.hit else mine.computed).append(key)
+            return mine
+
+    def run(
+        self, store: Store, missing: Sequence[Instance], mode: Mode, workers: int | None
+    ) -> None:
+        try:
+            run_missing(
+                store,
+                missing,
+                mode=mode,
+                max_workers=workers,
+                report=self.report,
+                on_done=self.on_done,
+            )
+        except FurtherError:
+            pass  # recorded per instance in the report; each step raises its own
+        except BaseException as exc:  # noqa: BLE001 - a bug or a stop: steps compute themselves
+            if not isinstance(exc, _Cancelled):
+                log.error("the wave engine of run %s stopped: %r", self.run_id, exc)
+            self.crashed = exc
+        finally:
+            with self._cond:
+                self.finished = True
+                self._cond.notify_all()
+
+
+_ACTIVE: dict[str, Waves] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def wave_report(run_id: str, step_key: str) -> RunReport | None:
+    """What the wave engine of run `run_id` computed for `step_key` (blocking until it has
+    settled every instance of the step), or None when the step computes itself. Called by the
+    asset body before it plans its step."""
+    with _ACTIVE_LOCK:
+        waves = _ACTIVE.get(run_id)
+    return None if waves is None else waves.wait(step_key)
+
+
+def wave_steps(
+    missing_by_step: Mapping[str, Sequence[Instance]], owned: Mapping[str, str]
+) -> dict[str, list[Instance]]:
+    """The steps the wave computes (see the module docstring): those whose missing instances
+    are all owned by a step of the run (instance key -> step key) or are resource reads."""
+    out: dict[str, list[Instance]] = {}
+    for step_key, insts in missing_by_step.items():
+        if insts and all(i.key in owned or i.cell.is_resource for i in insts):
+            out[step_key] = list(insts)
+    return out
+
+
+class WaveExecutor(_compat.Executor):
+    """Dagster's in-process executor over the steps, the engine over their instances."""
+
+    def __init__(
+        self,
+        store: Store,
+        mode: Mode,
+        retries: Mapping[str, Any],
+        workers: int | None = None,
+    ) -> None:
+        self.store = store
+        self.mode = mode
+        self.inner = _compat.inner_executor("in_process", {"retries": dict(retries)})
+        self.workers = workers
+        self.planned: dict[str, list[Instance]] = {}
+        self.owned: dict[str, str] = {}
+
+    @property
+    def retries(self) -> _compat.RetryMode:
+        return self.inner.retries
+
+    @property
+    def step_dependency_config(self) -> Any:
+        return self.inner.step_dependency_config
+
+    def plan(self, by_step: Mapping[str, Sequence[Instance]], owned: Mapping[str, str]) -> None:
+        """The missing instances of the steps the wave computes, and the step that owns each
+        instance (instance key -> step key), set before `execute`."""
+        self.planned = {k: list(v) for k, v in by_step.items()}
+        self.owned = dict(owned)
+
+    def execute(
+        self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
+    ) -> Iterator[_compat.DagsterEvent]:
+        run_id = plan_context.run_id
+        to_run = set(execution_plan.step_keys_to_execute)
+        planned = {k: v for k, v in self.planned.items() if k in to_run}
+        union: dict[str, Instance] = {}
+        for insts in planned.values():
+            for inst in insts:
+                union.setdefault(inst.key, inst)
+        context = _compat.with_executor(plan_context, self.inner)
+        if not union:
+            yield from self.inner.execute(context, execution_plan)
+            return
+        where = _compat.code_working_directory(plan_context)
+        if where is not None and where not in sys.path:
+            sys.path.insert(0, where)  # spawned workers (LOCAL_PROCESSES, Dask) inherit it
+        waves = Waves(run_id, {k: [i.key for i in v] for k, v in planned.items()}, self.owned)
+        order = list(union.values())
+        yield _compat.log_run_event(
+            plan_context,
+            "engine",
+            _compat.EngineEventData(metadata={T.WAVE_INSTANCES: len(order)}),
+            None,
+            f"further: {len(order)} missing instance(s) of {len(planned)} step(s) sent to the "
+            f"engine ({self.mode.value}); steps run in-process as their instances finish",
+        )
+        thread = threading.Thread(
+            target=waves.run,
+            args=(self.store, order, self.mode, self.workers),
+            name=f"further-waves-{run_id[:8]}",
+            daemon=True,
+        )
+        with _ACTIVE_LOCK:
+            _ACTIVE[run_id] = waves
+        thread.start()
+        try:
+            yield from self.inner.execute(context, execution_plan)
+        finally:
+            waves.cancelled = True  # only matters when a step left before its wave finished
+            with _ACTIVE_LOCK:
+                _ACTIVE.pop(run_id, None)
+            thread.join(timeout=None if waves.finished else 5.0)
+
+
+__all__ = ["WaveExecutor", "Waves", "wave_mode", "wave_report", "wave_steps"]

@@ -1,0 +1,170 @@
+"""The session-level expansion of one call: every VAR (and QUERY) of its values, params and
+addressed specs as a Cartesian product with each combination's cell tags, and the session-level
+RAND draws."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from further_dagster.core.cell import Cell
+from further_dagster.core.graph import DefinitionGraph
+from further_dagster.core.params import RAND, VAR, plain, runtime_kind
+from further_dagster.errors import ParameterKindError
+
+_Entry = tuple[str, Any, Any, Any]  # (kind, group, name or _WHOLE, value), in call order
+_WHOLE = object()
+
+
+class SessionSweep:
+    """The Cartesian product over every VAR in root values, params and addressed specs (the
+    first VAR varies slowest), expanded once, with each combination's cell tags for a shared
+    `Resolver`: a cell's tag holds the option indices of the VARs that can change it (its
+    own addressed specs, a subscribed project's params, the same for every cell upstream)."""
+
+    def __init__(
+        self,
+        graph: DefinitionGraph,
+        target: type[Cell],
+        values: Mapping[str, Any],
+        params: Mapping[str, Any],
+        specs: Mapping[str, Any],
+    ) -> None:
+        entries: list[_Entry] = [("values", None, name, v) for name, v in values.items()]
+        for kind, groups in (("params", params), ("specs", specs)):
+            for group, value in groups.items():
+                if isinstance(value, Mapping):
+                    entries.extend((kind, group, name, v) for name, v in value.items())
+                else:
+                    entries.append((kind, group, _WHOLE, value))
+        self.entries = entries
+        self.swept = [i for i, e in enumerate(entries) if isinstance(e[3], VAR)]
+        self.tagged = self._tag_plan(graph, target) if self.swept else {}
+
+    def _tag_plan(self, graph: DefinitionGraph, target: type[Cell]) -> dict[type[Cell], list[int]]:
+        """cell -> positions (in `self.swept`) of the VARs that can change its instances."""
+        reachable: list[type[Cell]] = []
+        seen = {target}
+        stack = [target]
+        dependents: dict[type[Cell], list[type[Cell]]] = {}
+        while stack:
+            cell = stack.pop()
+            reachable.append(cell)
+            for dep in graph.targets[cell].values():
+                dependents.setdefault(dep, []).append(cell)
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+        tagged: dict[type[Cell], list[int]] = {}
+        for position, at in enumerate(self.swept):
+            kind, group, _, _ = self.entries[at]
+            if kind == "values":
+                continue  # root values are part of the root's cache key already
+            if kind == "specs":
+                sources = [c for c in reachable if c.full_name == group]
+            else:
+                projects = _translated_from(graph, group)
+                sources = [c for c in reachable if c.project.name in projects and c.project_params]
+            affected = set(sources)
+            pending = list(sources)
+            while pending:
+                for dependent in dependents.get(pending.pop(), ()):
+                    if dependent not in affected:
+                        affected.add(dependent)
+                        pending.append(dependent)
+            for cell in affected:
+                tagged.setdefault(cell, []).append(position)
+        return tagged
+
+    def combos(
+        self,
+    ) -> Iterator[
+        tuple[
+            dict[str, Any],
+            dict[str, Any],
+            dict[str, Any],
+            dict[type[Cell], tuple[int, ...]],
+        ]
+    ]:
+        """(root values, params, specs, tags) of every combination, in expansion order."""
+        entries, swept, tagged = self.entries, self.swept, self.tagged
+        options = [entries[at][3].values for at in swept]
+        slot = {at: position for position, at in enumerate(swept)}
+        for indices in itertools.product(*(range(len(o)) for o in options)):
+            out: dict[str, dict[str, Any]] = {"values": {}, "params": {}, "specs": {}}
+            for at, (kind, group, name, value) in enumerate(entries):
+                position = slot.get(at)
+                if position is not None:
+                    value = options[position][indices[position]]
+                if kind == "values":
+                    out["values"][name] = value
+                elif name is _WHOLE:
+                    out[kind][group] = value
+                else:
+                    out[kind].setdefault(group, {})[name] = value
+            tags = {cell: tuple([indices[p] for p in ps]) for cell, ps in tagged.items()}
+            yield out["values"], out["params"], out["specs"], tags
+
+
+def _translated_from(graph: DefinitionGraph, project: str) -> set[str]:
+    """`project` and every project whose params a translation takes from it, transitively."""
+    found = {project}
+    grew = True
+    while grew:
+        grew = False
+        for caller in graph.projects.values():
+            if caller.name not in found:
+                continue
+            for called, decl in caller.calls.items():
+                if decl.translations and called not in found:
+                    found.add(called)
+                    grew = True
+    return found
+
+
+def drawn(
+    values: dict[str, Any],
+    params: Mapping[str, Any] | None,
+    project_params: Mapping[str, Mapping[str, Any]] | None,
+    specs: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[
+    dict[str, Any],
+    Mapping[str, Any] | None,
+    Mapping[str, Mapping[str, Any]] | None,
+    Mapping[str, Mapping[str, Any]] | None,
+]:
+    """Session-level values with CONST unwrapped and every RAND drawn (anew per call).
+
+    Raises:
+        ParameterKindError: DYN or STUB at a session call (they belong on req_cells edges).
+    """
+
+    def one(where: str, value: Any) -> Any:
+        kind = runtime_kind(value)
+        if kind in ("DYN", "STUB"):
+            raise ParameterKindError(
+                f"{where}={kind}: {kind} marks a req_cells edge whose value the calling cell "
+                "computes in make(); at a session call give the value (or a VAR/RAND)"
+            )
+        return value.draw() if isinstance(value, RAND) else plain(value)
+
+    def group(where: str, given: Mapping[str, Any] | None) -> Any:
+        if not given:
+            return given
+        return {
+            name: (
+                {k: one(f"{where}[{name!r}][{k!r}]", v) for k, v in value.items()}
+                if isinstance(value, Mapping)
+                else one(f"{where}[{name!r}]", value)
+            )
+            for name, value in given.items()
+        }
+
+    values = {name: one(name, value) for name, value in values.items()}
+    return (
+        values,
+        group("params", params),
+        group("project_params", project_params),
+        group("specs", specs),
+    )

@@ -1,0 +1,114 @@
+"""Transformers injected at call time: Specs reshaped on one edge, keys follow, provenance."""
+
+import pytest
+
+from further_dagster import VAR, Cell, Project, Req, Session, Specs, Transformer
+from further_dagster.errors import AddressError, TransformerError
+from tests.engine.cells import record
+
+pytestmark = pytest.mark.unit
+
+tf = Project("tf_demo")
+
+
+class Data(Cell, project=tf):
+    class Specs(Specs):
+        n: int = 10
+        scale: float = 1.0
+
+    contributions = {"values": list}
+
+    def make(self):
+        record("data", self.key)
+        return {"values": [i * self.specs.scale for i in range(self.specs.n)]}
+
+
+class Fit(Cell, project=tf):
+    class Specs(Specs):
+        alpha: float = 1.0
+
+    req_cells = {"data": Req("data")}
+    contributions = {"total": float}
+
+    def make(self):
+        return {"total": sum(self.inputs["data"].values) * self.specs.alpha}
+
+
+class Report(Cell, project=tf):
+    req_cells = {"fits": Req("fit", alpha=VAR([1.0, 2.0])), "raw": Req("data")}
+    contributions = {"totals": list, "raw": float}
+
+    def make(self):
+        return {
+            "totals": [f.total for f in self.inputs["fits"]],
+            "raw": sum(self.inputs["raw"].values),
+        }
+
+
+class Standardize(Transformer):
+    """Rescales the data to unit scale times a factor."""
+
+    logic_version = 2
+
+    class Specs(Specs):
+        factor: float = 0.5
+
+    def transform(self, values):
+        return {"scale": values["scale"] * self.specs.factor}
+
+
+class Broken(Transformer):
+    def transform(self, values):
+        return {"unknown_field": 1}
+
+
+class Raises(Transformer):
+    def transform(self, values):
+        raise ValueError("no")
+
+
+def session(root):
+    return Session(tf, root=root, progress=False)
+
+
+def test_a_transformer_reshapes_specs_on_one_path(further_tmp_root, calls):
+    s = session(further_tmp_root)
+    plain = s.call("tf_demo.report")
+    assert plain.totals == [45.0, 90.0] and plain.raw == 45.0
+    shaped = s.call("tf_demo.report", transformers={"fits/data": Standardize})
+    assert shaped.totals == [22.5, 45.0]  # both swept fits see the rescaled data
+    assert shaped.raw == 45.0  # the same cell through another path is untouched
+    assert shaped.key != plain.key
+    assert calls.count("data") == 2  # one rescaled data instance, shared by both fits
+    # keys follow the Specs: asking for the same Specs directly finds it stored
+    assert s.call("tf_demo.data", scale=0.5).values[1] == 0.5
+    assert calls.count("data") == 2
+    again = s.call("tf_demo.report", transformers={"fits/data": Standardize(factor=0.5)})
+    assert again.key == shaped.key and calls.count("data") == 2
+    other = s.call("tf_demo.report", transformers={"fits/data": Standardize(factor=2.0)})
+    assert other.totals == [90.0, 180.0]
+
+
+def test_the_transformer_is_recorded_in_provenance(further_tmp_root):
+    s = session(further_tmp_root)
+    plan = s.plan("tf_demo.fit", transformers={"data": Standardize(factor=0.25)})
+    data = next(i for i in plan.instances if i.cell.name == "data")
+    assert data.specs.scale == 0.25
+    s.call("tf_demo.fit", transformers={"data": Standardize(factor=0.25)})
+    extra = s.store.read_provenance("tf_demo", "data", data.key).extra
+    (entry,) = extra["transformers"]
+    assert entry["path"] == "data" and entry["logic_version"] == "2"
+    assert entry["specs"] == {"factor": 0.25}
+    assert entry["transformer"].endswith("Standardize")
+
+
+def test_transformer_mistakes_are_specific_errors(further_tmp_root):
+    s = session(further_tmp_root)
+    with pytest.raises(AddressError, match=r"transformers=.*has no edge 'dta'.*data"):
+        s.plan("tf_demo.fit", transformers={"dta": Standardize})
+    with pytest.raises(TransformerError, match=r"unknown_field.*tf_demo\.data"):
+        s.plan("tf_demo.fit", transformers={"data": Broken})
+    with pytest.raises(TransformerError, match=r"Raises.*ValueError: no"):
+        s.plan("tf_demo.fit", transformers={"data": Raises})
+    with pytest.raises(TransformerError, match="Transformer subclass"):
+        s.plan("tf_demo.fit", transformers={"data": lambda v: v})
