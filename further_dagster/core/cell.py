@@ -296,7 +296,8 @@ class Cell:
     execution mode), `track_libraries` (package versions that enter the logic key), `slurm`
     (a SlurmSpec or a list of them, used by the Slurm executor), `codec` (None, or "json",
     "npy" or "parquet": every contribution is stored with that codec, and pickle is refused
-    when the result is written and when it is read).
+    when the result is written and when it is read), `recorded` (contributions written to the
+    SQL index at commit even beyond the automatic small-value rule, up to 1 MiB of JSON).
 
     Inside `make()`: `self.specs`, `self.opts`, `self.inputs[name]` (the dependency's
     Contributions, or a list of them for a swept edge; for a RAND edge the child of the drawn
@@ -320,6 +321,7 @@ class Cell:
     track_libraries: ClassVar[tuple[str, ...]] = ()
     slurm: ClassVar[Any] = None
     codec: ClassVar[str | None] = None
+    recorded: ClassVar[tuple[str, ...]] = ()
     is_resource: ClassVar[bool] = False
     is_incrementing: ClassVar[bool] = False
     archived: ClassVar[bool] = False
@@ -469,6 +471,11 @@ def _validate_declaration(cls: type[Cell], where: str) -> None:
                 f"{sorted(RESULT_ATTRIBUTE_NAMES)} as attributes, and the store writes "
                 f"{sorted(STORE_RECORD_NAMES)} records beside the contributions); rename it."
             )
+    if isinstance(cls.recorded, str) or not all(name in cls.contributions for name in cls.recorded):
+        raise CellDefinitionError(
+            f"{where}.recorded = {cls.recorded!r}: name contributions of the cell in a tuple, "
+            f"e.g. recorded = ('metrics',); its contributions: {sorted(cls.contributions)}"
+        )
     if cls.codec is not None and cls.codec not in CELL_CODECS:
         raise CellDefinitionError(
             f"{where}.codec = {cls.codec!r} is not allowed: it must be None (any codec, pickle "

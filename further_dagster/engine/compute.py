@@ -148,8 +148,18 @@ def _provenance(inst: Instance) -> dict[str, Any]:
         "opts": inst.opts.model_dump(mode="json"),
         "deps": inst.dep_keys(),
         "releases": inst.releases(),
-        **({"extra": {"queries": queries}} if (queries := queries_of(cell)) else {}),
+        **({"extra": extra} if (extra := _extra(queries_of(cell), cell.recorded)) else {}),
     }
+
+
+def _extra(queries: dict[str, dict[str, str]], recorded: tuple[str, ...]) -> dict[str, Any]:
+    """Provenance facts known before make(): QUERY texts, contributions to record."""
+    extra: dict[str, Any] = {}
+    if queries:
+        extra["queries"] = queries
+    if recorded:
+        extra["recorded"] = list(recorded)
+    return extra
 
 
 def ensure(

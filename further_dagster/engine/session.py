@@ -177,6 +177,7 @@ class Session:
         root_opts = (opts or {}).get(target.full_name)
         roots = []
         # QUERY values come from the store's index while this call resolves
+        counter = StoredIncrements(self.store)
         with _no_gc(), query_runner(runner_for(self.store)) as queries:
             for combo_values, combo_params, combo_specs, tags in sweep.combos():
                 context = CallContext(
@@ -186,7 +187,7 @@ class Session:
                     release_resolver=releases,
                     assignments=assignments,
                     addressed=tree,
-                    increment_counter=StoredIncrements(self.store),
+                    increment_counter=counter,
                     transformers=transformed,
                 )
                 resolver.use(context, tags)

@@ -221,3 +221,37 @@ def test_build_definitions_passes_its_index_url_to_the_store(
     assert not (further_tmp_root / ".index.sqlite").exists()
     elsewhere = Session(root=further_tmp_root, progress=False, index_url=url)
     assert elsewhere.instances("dag_demo.src")["n"].tolist() == [4]
+
+
+def test_recorded_contributions_beyond_the_automatic_rule(further_registry, further_tmp_root):
+    from further_dagster import Cell, Project, Session
+    from further_dagster.errors import CellDefinitionError
+
+    project = Project("rec_forced")
+
+    class Big(Cell, project=project):
+        recorded = ("named",)
+        contributions = {"named": dict, "plain": dict}
+
+        def make(self):
+            table = {f"k{i}": float(i) for i in range(600)}  # ~8 KiB of JSON each
+            return {"named": table, "plain": table}
+
+    session = Session(project, root=further_tmp_root, progress=False)
+    result = session.call("rec_forced.big")
+    rows = session.query(
+        "SELECT name, recorded, value_json FROM contributions WHERE key = :key ORDER BY name",
+        {"key": result.key},
+    )
+    by_name = {r["name"]: r for r in rows.to_dict("records")}
+    assert bool(by_name["named"]["recorded"]) and by_name["named"]["value_json"]
+    assert not bool(by_name["plain"]["recorded"])  # over the automatic 4 KiB: codec and size only
+
+    with pytest.raises(CellDefinitionError, match="recorded"):
+
+        class Wrong(Cell, project=project):
+            recorded = ("nope",)
+            contributions = {"x": int}
+
+            def make(self):
+                return {"x": 1}

@@ -30,6 +30,9 @@ _NOTHING: Any = object()
 
 RECORD_MAX_BYTES = 4096
 RECORD_MAX_CHARS = 256
+# A contribution the cell names in `recorded` (provenance extra["recorded"]) is recorded up to
+# this size: larger than the automatic rule, still a row, never a file's worth of data.
+RECORD_FORCED_MAX_BYTES = 1 << 20
 _INT64 = 2**63
 
 FINISHED = frozenset({"success", "failed", "interrupted", "environment"})
@@ -250,10 +253,12 @@ def _committed(
                 }
             )
     entries = manifest.get("contributions")
+    forced = extra.get("recorded")
+    forced = set(forced) if isinstance(forced, list) else set()
     for name, entry in entries.items() if isinstance(entries, dict) else ():
         if not isinstance(entry, dict):
             continue
-        contribution = _contribution(result, key, name, entry)
+        contribution = _contribution(result, key, name, entry, name in forced)
         rows.contributions.append(contribution)
         if contribution["recorded"]:
             rows.fields.add((project, cell, "contribution", name, contribution["kind"]))
@@ -271,10 +276,12 @@ _NOT_RECORDED = {
 }
 
 
-def _contribution(result: str, key: str, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+def _contribution(
+    result: str, key: str, name: str, entry: dict[str, Any], forced: bool = False
+) -> dict[str, Any]:
     codec, size, file = entry.get("codec"), entry.get("size"), entry.get("file")
     row: dict[str, Any] = {"key": key, "name": name, "codec": str(codec), "size": size}
-    value = _small_json(result, codec, size, file)
+    value = _small_json(result, codec, size, file, forced)
     if value is _NOTHING:
         row.update(_NOT_RECORDED)
     else:
@@ -283,14 +290,16 @@ def _contribution(result: str, key: str, name: str, entry: dict[str, Any]) -> di
     return row
 
 
-def _small_json(result: str, codec: Any, size: Any, file: Any) -> Any:
-    """The value of a small JSON contribution file, or `_NOTHING` if it is not recorded."""
+def _small_json(result: str, codec: Any, size: Any, file: Any, forced: bool = False) -> Any:
+    """The value of a small JSON contribution file (or of one the cell names in `recorded`,
+    `forced`), or `_NOTHING` if it is not recorded."""
     if codec != "json" or not isinstance(file, str) or os.path.basename(file) != file:
         return _NOTHING
-    if not isinstance(size, int) or size > RECORD_MAX_BYTES:
+    limit = RECORD_FORCED_MAX_BYTES if forced else RECORD_MAX_BYTES
+    if not isinstance(size, int) or size > limit:
         return _NOTHING
     value = _load(os.path.join(result, file))
-    if isinstance(value, str) and len(value) > RECORD_MAX_CHARS:
+    if isinstance(value, str) and len(value) > RECORD_MAX_CHARS and not forced:
         return _NOTHING
     return value
 
