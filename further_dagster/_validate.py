@@ -87,3 +87,33 @@ def refuse(name: str, given: str, allowed: str, hint: str = "") -> NoReturn:
     raise ConfigurationError(
         f"{name}={given} is not allowed: {allowed}." + (f" {hint}" if hint else "")
     )
+
+
+def positive_int(
+    explicit: int | None,
+    argument: str,
+    variable: str,
+    environ: Mapping[str, str] | None,
+    *,
+    default: int,
+    why: str,
+) -> int:
+    """An integer >= 1: `explicit` (the argument `argument`), else `variable`, else `default`."""
+    allowed = f"it must be an integer >= 1 ({why})"
+    if explicit is not None:
+        if isinstance(explicit, bool) or not isinstance(explicit, numbers.Integral):
+            refuse(argument, repr(explicit), allowed)
+        if int(explicit) < 1:
+            refuse(argument, repr(explicit), allowed)
+        return int(explicit)
+    raw = environ_of(environ).get(variable)
+    if not raw:
+        return default
+    hint = f"Unset it for the default, {default}."
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        refuse(variable, repr(raw), allowed, hint)
+    if value < 1:
+        refuse(variable, repr(raw), allowed, hint)
+    return value

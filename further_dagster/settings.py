@@ -62,7 +62,6 @@ the argument instead of the variable; `Settings.from_env()` reads them all at on
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import re
 import stat
@@ -79,6 +78,9 @@ from further_dagster._validate import (
 )
 from further_dagster._validate import (
     flag as _flag,
+)
+from further_dagster._validate import (
+    positive_int as _positive_int,
 )
 from further_dagster._validate import (
     refuse as _refuse,
@@ -304,25 +306,14 @@ def max_attempts(explicit: int | None = None, *, environ: Mapping[str, str] | No
     Raises:
         ConfigurationError: not an integer >= 1.
     """
-    allowed = "it must be an integer >= 1 (the number of failed attempts before giving up)"
-    if explicit is not None:
-        if isinstance(explicit, bool) or not isinstance(explicit, numbers.Integral):
-            _refuse("max_attempts", repr(explicit), allowed)
-        value = int(explicit)
-        if value < 1:
-            _refuse("max_attempts", repr(explicit), allowed)
-        return value
-    raw = _environ(environ).get(ENV_MAX_ATTEMPTS)
-    if not raw:
-        return DEFAULT_MAX_ATTEMPTS
-    hint = f"Unset it for the default, {DEFAULT_MAX_ATTEMPTS}."
-    try:
-        value = int(raw.strip(), 10)
-    except ValueError:
-        _refuse(ENV_MAX_ATTEMPTS, repr(raw), allowed, hint)
-    if value < 1:
-        _refuse(ENV_MAX_ATTEMPTS, repr(raw), allowed, hint)
-    return value
+    return _positive_int(
+        explicit,
+        "max_attempts",
+        ENV_MAX_ATTEMPTS,
+        environ,
+        default=DEFAULT_MAX_ATTEMPTS,
+        why="the number of failed attempts before giving up",
+    )
 
 
 def max_unroll(*, environ: Mapping[str, str] | None = None) -> int:
@@ -332,17 +323,14 @@ def max_unroll(*, environ: Mapping[str, str] | None = None) -> int:
     Raises:
         ConfigurationError: not an integer >= 1.
     """
-    raw = _environ(environ).get(ENV_MAX_UNROLL)
-    if not raw:
-        return DEFAULT_MAX_UNROLL
-    allowed = "it must be an integer >= 1 (ITER steps unrolled on one path)"
-    try:
-        value = int(raw.strip(), 10)
-    except ValueError:
-        _refuse(ENV_MAX_UNROLL, repr(raw), allowed, f"Unset it for {DEFAULT_MAX_UNROLL}.")
-    if value < 1:
-        _refuse(ENV_MAX_UNROLL, repr(raw), allowed, f"Unset it for {DEFAULT_MAX_UNROLL}.")
-    return value
+    return _positive_int(
+        None,
+        "max_unroll",
+        ENV_MAX_UNROLL,
+        environ,
+        default=DEFAULT_MAX_UNROLL,
+        why="ITER steps unrolled on one path",
+    )
 
 
 def static_dag_node_thresh(
@@ -355,24 +343,14 @@ def static_dag_node_thresh(
     Raises:
         ConfigurationError: not an integer >= 1.
     """
-    allowed = "it must be an integer >= 1 (instances in a static chapter)"
-    if explicit is not None:
-        if isinstance(explicit, bool) or not isinstance(explicit, numbers.Integral):
-            _refuse("static_dag_node_thresh", repr(explicit), allowed)
-        if int(explicit) < 1:
-            _refuse("static_dag_node_thresh", repr(explicit), allowed)
-        return int(explicit)
-    raw = _environ(environ).get(ENV_STATIC_DAG_NODE_THRESH)
-    if not raw:
-        return DEFAULT_STATIC_DAG_NODE_THRESH
-    hint = f"Unset it for the default, {DEFAULT_STATIC_DAG_NODE_THRESH}."
-    try:
-        value = int(raw.strip(), 10)
-    except ValueError:
-        _refuse(ENV_STATIC_DAG_NODE_THRESH, repr(raw), allowed, hint)
-    if value < 1:
-        _refuse(ENV_STATIC_DAG_NODE_THRESH, repr(raw), allowed, hint)
-    return value
+    return _positive_int(
+        explicit,
+        "static_dag_node_thresh",
+        ENV_STATIC_DAG_NODE_THRESH,
+        environ,
+        default=DEFAULT_STATIC_DAG_NODE_THRESH,
+        why="instances in a static chapter",
+    )
 
 
 def dask_address(*, environ: Mapping[str, str] | None = None) -> str | None:
