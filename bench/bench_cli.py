@@ -12,6 +12,8 @@ Rows (each a fresh DAGSTER_HOME and store, wall time of the whole command):
 - the CLI floor: `dagster definitions validate` of the cell chain (load the code location, exit);
 - 20 independent cells whose make() sleeps 1 s, in LOCAL (threads) and LOCAL_PROCESSES (2
   cores: processes), against the ideal parallel time;
+- the cached chain and the LOCAL sleeping cells again with the event batches off
+  (further_dagster/dagster/sqlite_events.py): the baseline of what the batches save;
 - `further-dagster materialize` of the cached chain: decided by the engine, no Dagster, no run;
 - a sweep of 1,000 points (`--sweep`): its first `further-dagster materialize` (one run) and its
   cached re-run (no run).
@@ -138,6 +140,36 @@ def __getattr__(name: str) -> Any:
 # --- measuring -----------------------------------------------------------------------------
 
 
+def _unbatched_dagster(argv: list[str]) -> None:
+    """`dagster <argv>` with the event batches of further_dagster/dagster/sqlite_events.py off
+    (Dagster's planned events and our events one transaction each, as before them): the
+    baseline of the batched rows, measured in the same run."""
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = "0"
+    from contextlib import contextmanager
+
+    import dagster as dg
+
+    dg.DagsterInstance.get()  # as the CLI does: the instance first, then the code location
+    from further_dagster.dagster import materialize, sensor, skip_cached, waves
+
+    @contextmanager
+    def off(instance: Any) -> Any:
+        yield None
+
+    for module in (materialize, sensor, skip_cached, waves):
+        module.event_batch = off  # type: ignore[attr-defined]
+    from dagster._cli import main as dagster_main
+
+    sys.argv = ["dagster", *argv]
+    dagster_main()
+
+
+def _unbatched(cmd: list[str]) -> list[str]:
+    # this module imported (not run as __main__), so that the CLI finds its cells defined once
+    code = "import sys; from bench.bench_cli import _unbatched_dagster as u; u(sys.argv[1:])"
+    return [sys.executable, "-c", code, *cmd[1:]]
+
+
 def _env(work: Path, cells: int) -> dict[str, str]:
     home = work / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -200,6 +232,17 @@ def measure(
             rows[name] = (statistics.median(times), out)
             return rows[name][0]
 
+        def first_runs(name: str, cmd: list[str], extra: dict[str, str] | None = None) -> None:
+            # a first run each time (a fresh home and store): the command, and the run itself
+            times, runs = [], []
+            for _ in range(repeats):
+                env = {**_fresh(base, name, cells), **(extra or {})}
+                seconds, out = _timed(cmd, env)
+                times.append(seconds)
+                runs.append(_run_seconds(env))
+            rows[name] = (statistics.median(times), out)
+            rows[f"{name}_run"] = (statistics.median(runs), "")
+
         chain = ("bench.chain_project", "defs")
         median("floor", [str(BIN / "dagster"), "definitions", "validate", "-m", chain[0]])
         in_process = {"execution": {"config": {"in_process": {}}}}
@@ -211,22 +254,23 @@ def measure(
         env = _fresh(base, "cached", cells)
         _timed(_materialize(*chain), env)
         median("cached", _materialize(*chain), env=env)
+        median("cached_unbatched", _unbatched(_materialize(*chain)), env=env)
         further = [str(BIN / "further-dagster"), "materialize", "-m", chain[0]]
         median("no_run", further, env=env)
         cores = os.cpu_count() or 1
         for mode, workers in (("LOCAL", N_SLEEPY), ("LOCAL_PROCESSES", cores)):
             config = {"execution": {"config": {"mode": mode, "max_concurrent": workers}}}
-            env = _fresh(base, f"sleepy_{mode}", cells)
-            median(
-                f"sleepy_{mode}", _materialize("bench.bench_cli", "sleepy_defs", config), env=env
-            )
-            rows[f"sleepy_{mode}_run"] = (_run_seconds(env), "")
+            cmd = _materialize("bench.bench_cli", "sleepy_defs", config)
+            first_runs(f"sleepy_{mode}", cmd)
+            if mode == "LOCAL":
+                first_runs(f"sleepy_{mode}_unbatched", _unbatched(cmd))
         if sweep_points:
-            env = _fresh(base, "sweep", cells)
-            env["FURTHER_BENCH_SWEEP"] = str(sweep_points)
+            points = {"FURTHER_BENCH_SWEEP": str(sweep_points)}
             sweep_cmd = [*further, "-a", "sweep_defs"]
             sweep_cmd[sweep_cmd.index(chain[0])] = "bench.bench_cli"
-            median("sweep_first", sweep_cmd, env=env)
+            first_runs("sweep_first", sweep_cmd, points)
+            env = {**_fresh(base, "sweep", cells), **points}
+            _timed(sweep_cmd, env)
             median("sweep_no_run", sweep_cmd, env=env)
     return rows
 
@@ -268,6 +312,10 @@ def main() -> None:
     if "cached" in rows:
         per_step = (rows["cached"][0] - floor) / n * 1e3
         print(f"| cell chain, all cached: beyond the floor, per step | {per_step:.1f} ms | |")
+    row("cell chain, all cached, event batches off", "cached_unbatched", floor, "floor")
+    if "cached_unbatched" in rows:
+        per_step = (rows["cached_unbatched"][0] - floor) / n * 1e3
+        print(f"| same, batches off: beyond the floor, per step | {per_step:.1f} ms | |")
     row("`further-dagster materialize`, all cached (no run)", "no_run", floor, "floor")
     for mode in ("LOCAL", "LOCAL_PROCESSES"):
         label = f"{N_SLEEPY} independent 1 s cells, {mode}"
@@ -275,6 +323,12 @@ def main() -> None:
         row(
             f"{label}, the run (start to end)",
             f"sleepy_{mode}_run",
+            ideal[mode],
+            f"ideal {ideal[mode]:.0f} s",
+        )
+        row(
+            f"{label}, the run, event batches off",
+            f"sleepy_{mode}_unbatched_run",
             ideal[mode],
             f"ideal {ideal[mode]:.0f} s",
         )

@@ -9,6 +9,9 @@
 (b) the overhead per computed cell beyond make(): a first Session.call of the same chains,
     minus the time spent inside make(); baseline: writing each result as one JSON file with an
     atomic rename (the least a durable store does). Target <= 2 ms per computed cell.
+(d) the same overhead per computed cell in sweeps of 100 and 1,000 points (`--sweep-max 10000`
+    adds 10,000) of one trivial cell, INLINE and LOCAL (threads), and a LOCAL chain of 1,000;
+    baseline the same atomic write. Target <= 2 ms per computed cell.
 (c) `dagster asset materialize --select '*'` of a 100-cell chain (default multiprocess
     executor): the first materialization against the fully cached second one. Target: the
     cached run starts no step process and calls no make(), <= 3 s.
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.chain_project import chain  # noqa: E402
-from further_dagster import Session  # noqa: E402
+from further_dagster import VAR, Cell, Project, Session, Specs  # noqa: E402
 
 MAKE_SECONDS = [0.0]
 
@@ -45,12 +48,47 @@ def _timed_make(original):  # type: ignore[no-untyped-def]
     return make
 
 
-def bench_session(n: int, root: Path) -> dict[str, float]:
-    project = chain(n, name=f"bench_chain_{n}")
+def _write_baseline(root: Path, n: int) -> float:
+    """Seconds per result written as one JSON file with an atomic rename."""
+    out = Path(tempfile.mkdtemp(dir=root))
+    start = time.perf_counter()
+    for i in range(n):
+        tmp = out / f"{i}.tmp"
+        tmp.write_text(json.dumps({"value": i}))
+        os.rename(tmp, out / f"{i}.json")
+    return (time.perf_counter() - start) / n
+
+
+def bench_sweep(n: int, mode: str, root: Path) -> dict[str, float]:
+    """Overhead per computed point of a first sweep of `n` points in `mode`."""
+    project = Project(f"bench_sweep_{mode.lower()}_{n}", description="a sweep of trivial points")
+
+    class Point(Cell, project=project, name="point"):
+        """One point."""
+
+        class Specs(Specs):
+            i: int = 0
+
+        contributions = {"value": int}
+
+        @_timed_make
+        def make(self):  # type: ignore[no-untyped-def]
+            return {"value": self.specs.i}
+
+    session = Session(root=root, progress=False, mode=mode)
+    MAKE_SECONDS[0] = 0.0
+    start = time.perf_counter()
+    session.call(f"{project.name}.point", i=VAR(list(range(n))))
+    overhead = (time.perf_counter() - start - MAKE_SECONDS[0]) / n
+    return {"computed_ms": overhead * 1e3, "write_ms": _write_baseline(root, n) * 1e3}
+
+
+def bench_session(n: int, root: Path, mode: str = "INLINE") -> dict[str, float]:
+    project = chain(n, name=f"bench_chain_{n}_{mode.lower()}")
     for cell in project.cells.values():
         cell.make = _timed_make(cell.make)
     top = f"{project.name}.c{n - 1:04d}"
-    session = Session(root=root, progress=False)
+    session = Session(root=root, progress=False, mode=mode)
 
     MAKE_SECONDS[0] = 0.0
     start = time.perf_counter()
@@ -75,13 +113,7 @@ def bench_session(n: int, root: Path) -> dict[str, float]:
             os.stat(d)
     stat_baseline = (time.perf_counter() - start) / repeats / n
 
-    out = Path(tempfile.mkdtemp(dir=root))
-    start = time.perf_counter()
-    for i in range(n):
-        tmp = out / f"{i}.tmp"
-        tmp.write_text(json.dumps({"value": i}))
-        os.rename(tmp, out / f"{i}.json")
-    write_baseline = (time.perf_counter() - start) / n
+    write_baseline = _write_baseline(root, n)
     return {
         "cached_us": cached * 1e6,
         "stat_us": stat_baseline * 1e6,
@@ -121,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-cli", action="store_true", help="skip (c), which takes minutes")
     parser.add_argument("--cli-cells", type=int, default=100)
+    parser.add_argument("--sweep-max", type=int, default=1000, help="largest sweep of (d)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -139,6 +172,22 @@ def main() -> None:
                 f"{r['cached_us'] / r['stat_us']:.1f}x | {r['computed_ms']:.2f} | "
                 f"{r['write_ms']:.3f} | {r['computed_ms'] / r['write_ms']:.1f}x |"
             )
+        print("\n(d) overhead per computed cell beyond make(), sweeps and a LOCAL chain\n")
+        print("| case | mode | computed ms/cell | atomic-write baseline ms | ratio |")
+        print("|---|---|---:|---:|---:|")
+        sizes = [n for n in (100, 1000, 10_000) if n <= args.sweep_max]
+        for n in sizes:
+            for mode in ("INLINE", "LOCAL"):
+                r = bench_sweep(n, mode, root / f"sweep_{mode}_{n}")
+                print(
+                    f"| sweep of {n:,} | {mode} | {r['computed_ms']:.2f} | "
+                    f"{r['write_ms']:.3f} | {r['computed_ms'] / r['write_ms']:.1f}x |"
+                )
+        r = bench_session(1000, root / "chain_local", mode="LOCAL")
+        print(
+            f"| chain of 1,000 | LOCAL | {r['computed_ms']:.2f} | {r['write_ms']:.3f} | "
+            f"{r['computed_ms'] / r['write_ms']:.1f}x |"
+        )
         if not args.skip_cli:
             n = args.cli_cells
             c = bench_cli(n, root / "cli")

@@ -16,11 +16,11 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def flag(name: str, environ: Mapping[str, str] | None, meaning: str) -> bool:
-    """A boolean variable: unset or empty is False; 1/true/yes/on or 0/false/no/off."""
+def flag(name: str, environ: Mapping[str, str] | None, meaning: str, default: bool = False) -> bool:
+    """A boolean variable: unset or empty is `default`; 1/true/yes/on or 0/false/no/off."""
     raw = environ_of(environ).get(name)
     if not raw:
-        return False
+        return default
     value = raw.strip().lower()
     if value in _TRUE:
         return True
@@ -30,7 +30,7 @@ def flag(name: str, environ: Mapping[str, str] | None, meaning: str) -> bool:
         name,
         repr(raw),
         f"it must be 1, true, yes or on ({meaning}) or 0, false, no or off",
-        "Unset it for the default, 0.",
+        f"Unset it for the default, {int(default)}.",
     )
 
 

@@ -35,6 +35,9 @@
                                                              none/off: no SQL index
     FURTHER_MAX_UNROLL         100000                        an integer >= 1: ITER steps one
                                                              resolution may unroll on a path
+    FURTHER_GIT_DIRTY          1                             1/true/yes/on or 0/false/no/off; 0
+                                                             skips the once-per-process
+                                                             `git status` (huge checkouts)
 
 Who reads them: the root, the lease, the wait timeout and the attempts are the artifact store's
 (`ArtifactStore`, `ReleaseHistory`, and through them `Session` and the Dagster resources); the
@@ -101,6 +104,7 @@ ENV_SHARED_STORE = "FURTHER_SHARED_STORE"
 ENV_FSYNC = "FURTHER_FSYNC"
 ENV_INDEX_URL = "FURTHER_INDEX_URL"
 ENV_MAX_UNROLL = "FURTHER_MAX_UNROLL"
+ENV_GIT_DIRTY = "FURTHER_GIT_DIRTY"
 
 DEFAULT_ROOT_DIR_NAME = ".further"
 DEFAULT_LEASE_S = 15.0
@@ -448,6 +452,17 @@ def fsync(explicit: bool | None = None, *, environ: Mapping[str, str] | None = N
             _refuse("fsync", repr(explicit), "it must be True or False")
         return explicit
     return _flag(ENV_FSYNC, environ, "fsync every commit")
+
+
+def git_dirty(*, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether provenance records if the git checkout had uncommitted changes: `FURTHER_GIT_DIRTY`,
+    else True. The check is one `git status` per process (store/provenance.py); a checkout
+    so large that it is slow can turn it off, and the record then says "unknown".
+
+    Raises:
+        ConfigurationError: not a boolean (1/true/yes/on or 0/false/no/off).
+    """
+    return _flag(ENV_GIT_DIRTY, environ, "record whether the git checkout is dirty", default=True)
 
 
 _INDEX_URL = re.compile(r"(?P<scheme>sqlite|postgresql)(?P<driver>\+[A-Za-z0-9_]+)?://(?P<rest>.*)")

@@ -128,7 +128,7 @@ def all_stored(recorded: Recorded, select: str, partition: str | None) -> Stored
     projection = Projection(graph, roots)
     if projection.has_resources:
         return None
-    assets = {f"{c.project.name}/{c.name}": c for c in projection.assets}
+    assets = {f"{c.project.asset_name}/{c.asset_name}": c for c in projection.assets}
     chosen = select_cells(projection, assets, select)
     if not chosen:
         return None

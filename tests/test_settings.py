@@ -197,6 +197,13 @@ def test_store_and_testing_modules_read_no_further_variable_themselves() -> None
     assert readers == []
 
 
+def test_git_dirty_is_a_boolean_setting_on_by_default() -> None:
+    assert settings.git_dirty(environ={}) is True
+    assert settings.git_dirty(environ={"FURTHER_GIT_DIRTY": "off"}) is False
+    with pytest.raises(ConfigurationError, match="FURTHER_GIT_DIRTY='maybe'.*default, 1"):
+        settings.git_dirty(environ={"FURTHER_GIT_DIRTY": "maybe"})
+
+
 def test_fsync_is_a_boolean_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.fsync() is False and Settings.from_env().fsync is False
     for raw, value in (("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)):

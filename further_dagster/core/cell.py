@@ -359,7 +359,7 @@ class Cell:
         cls.archived = archived
         cls.version = parse_version(cls.api_version, where=f"{where}.api_version")
         # An archived version is addressed (and shown in Dagster) with its version.
-        cls.full_name = f"{project.name}.{cls.name}" + (f"@{cls.version}" if archived else "")
+        cls.full_name = f"{project.address}.{cls.name}" + (f"@{cls.version}" if archived else "")
         # Dagster names allow only [A-Za-z0-9_]: an archived fit@1.4 is the asset fit_v1_4.
         cls.asset_name = (
             f"{cls.name}_v{re.sub(r'[^A-Za-z0-9]', '_', str(cls.version))}"

@@ -206,7 +206,7 @@ def dynamic_edges(
     for edge, kind, target, static, runtime in pending.plan.dynamic:
         scope = pending.scope
         if target.project is not pending.cell.project:
-            scope = cross(scope, pending.cell, target.project.name)
+            scope = cross(scope, pending.cell, target.project.address)
         params = {name: dict(v) for name, v in context.params.items()}
         params[scope.project] = dict(scope.params)
         specs = {name: dict(v) for name, v in context.specs.items()}

@@ -1,16 +1,19 @@
 """The definition graph: every loaded cell, its resolved req_cells targets, checked once.
 
-Built at load time (a Session or Definitions), so a dependency cycle, an unknown target or an
-edge value for a field the target does not have fails before anything runs.
+Built at load time (a Session or Definitions), so a dependency cycle, an unknown target, a
+version pin nothing satisfies or an edge value for a field the target does not have fails
+before anything runs. Projects are keyed by their address: the name for the current version,
+`name@version` for an archived one (core/project.py); every registered version of a given
+project is loaded with it, as every version of a cell is, so they coexist in one graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from further_dagster.core.cell import Cell, Req
-from further_dagster.core.project import Project, resolve_cell
-from further_dagster.core.versions import pick
+from further_dagster.core.project import REGISTRY, Project, resolve_cell
+from further_dagster.core.versions import parse_range, pick
 from further_dagster.errors import (
     CellDefinitionError,
     DependencyCycleError,
@@ -20,29 +23,70 @@ from further_dagster.errors import (
     TranslationError,
     UndeclaredCallError,
     UnknownCellError,
+    VersionError,
 )
 
 
-def _check_translations(project: Project, loaded: dict[str, Project]) -> None:
-    """Every translation of `project`'s declared calls names params both sides have."""
+def _check_translations(
+    project: Project, loaded: dict[str, Project], reached: dict[tuple[str, str], set[Project]]
+) -> None:
+    """Every translation of `project`'s declared calls names params both sides have (each
+    version of the called project that its cells reach, else the loaded default)."""
     for name, decl in project.calls.items():
-        called = loaded.get(name)
-        if called is None or not decl.translations:
+        if not decl.translations:
             continue
-        theirs, ours = called.params.model_fields, project.params.model_fields
-        for to, source in decl.translations.items():
-            if to not in theirs:
-                raise TranslationError(
-                    f"Project({project.name!r}, calls={{{name!r}: {{{to!r}: {source!r}}}}}): "
-                    f"project {name!r} has no param {to!r}; its params: "
-                    f"{sorted(theirs) or '(none)'}"
-                )
-            if source not in ours:
-                raise TranslationError(
-                    f"Project({project.name!r}, calls={{{name!r}: {{{to!r}: {source!r}}}}}): "
-                    f"project {project.name!r} has no param {source!r} to translate; its "
-                    f"params: {sorted(ours) or '(none)'}"
-                )
+        default = loaded.get(name)
+        called = reached.get((project.address, name)) or ({default} if default else set())
+        for version in sorted(called, key=lambda p: p.parsed_version):
+            _check_translation(project, name, decl.translations, version)
+
+
+def _check_translation(
+    project: Project, name: str, translations: Mapping[str, str], called: Project
+) -> None:
+    theirs, ours = called.params.model_fields, project.params.model_fields
+    for to, source in translations.items():
+        if to not in theirs:
+            raise TranslationError(
+                f"Project({project.name!r}, calls={{{name!r}: {{{to!r}: {source!r}}}}}): "
+                f"project {called.address!r} has no param {to!r}; its params: "
+                f"{sorted(theirs) or '(none)'}"
+            )
+        if source not in ours:
+            raise TranslationError(
+                f"Project({project.name!r}, calls={{{name!r}: {{{to!r}: {source!r}}}}}): "
+                f"project {project.address!r} has no param {source!r} to translate; its "
+                f"params: {sorted(ours) or '(none)'}"
+            )
+
+
+def _check_call(cell: type[Cell], where: str, target: type[Cell]) -> None:
+    """`cell`'s project declares calls into `target`'s project, and its declared range allows
+    that version. Another version of a cell's own project needs no declaration."""
+    caller, called = cell.project, target.project
+    if called.name == caller.name:
+        return
+    decl = caller.calls.get(called.name)
+    if decl is None:
+        declared = sorted(caller.calls) or "none"
+        raise UndeclaredCallError(
+            f"{where} requires {target.full_name}, but project {caller.address!r} does not "
+            f"declare calls into project {called.name!r} (declared: {declared}). Write "
+            f"Project({caller.name!r}, calls=[{called.name!r}]) (or "
+            f"calls={{{called.name!r}: {{'its_param': 'our_param'}}}} to translate params, "
+            f"calls={{{called.name!r}: '>=1,<2'}} to pick a version)."
+        )
+    if decl.version is not None and not parse_range(decl.version, where=where).contains(
+        called.parsed_version, prereleases=True
+    ):
+        versions = ", ".join(str(v) for v in sorted(REGISTRY.family(called.name)))
+        raise VersionError(
+            f"{where} requires {target.full_name} (project {called.name!r} version "
+            f"{called.version}), but project {caller.address!r} declares "
+            f"calls={{{called.name!r}: {decl.version!r}}}, which does not allow it; versions "
+            f"of {called.name!r} in the code: {versions}. Drop the version from the address, "
+            "or widen the declared range."
+        )
 
 
 def _check_iterative(cell: type[Cell], edge: str, req: Req, target: type[Cell]) -> None:
@@ -65,12 +109,12 @@ class DefinitionGraph:
     """All cells of the given projects (and of projects their edges reach), validated."""
 
     def __init__(self, projects: Iterable[Project]) -> None:
-        self.projects: dict[str, Project] = {}
-        for project in projects:
-            other = self.projects.get(project.name)
-            if other is not None and other is not project:
-                raise DuplicateNameError(f"two different projects are named {project.name!r}")
-            self.projects[project.name] = project
+        self.projects: dict[str, Project] = {}  # address -> project (module docstring)
+        given = list(projects)
+        for project in given + [s for p in given for s in REGISTRY.siblings(p)]:
+            self._add_project(project)
+        # (calling project's address, called project's name) -> the versions its cells reach
+        self._reached: dict[tuple[str, str], set[Project]] = {}
         self.targets: dict[type[Cell], dict[str, type[Cell]]] = {}
         pending = [cell for p in self.projects.values() for cell in p.all_cells()]
         while pending:
@@ -79,43 +123,47 @@ class DefinitionGraph:
                 continue
             self.targets[cell] = self._resolve_edges(cell)
             for target in self.targets[cell].values():
-                self.projects.setdefault(target.project.name, target.project)
+                if target.project is not cell.project:
+                    self._add_project(target.project)
+                    slot = (cell.project.address, target.project.name)
+                    self._reached.setdefault(slot, set()).add(target.project)
                 if target not in self.targets:
                     pending.append(target)
         self.order = self._topological_order()
         for project in list(self.projects.values()):
-            _check_translations(project, self.projects)
+            _check_translations(project, self.projects, self._reached)
+
+    def _add_project(self, project: Project) -> None:
+        other = self.projects.setdefault(project.address, project)
+        if other is not project:
+            raise DuplicateNameError(
+                f"two different projects are addressed {project.address!r} (version "
+                f"{project.version}); rename one, or give one another version"
+            )
 
     def _resolve_edges(self, cell: type[Cell]) -> dict[str, type[Cell]]:
         edges: dict[str, type[Cell]] = {}
         for edge, req in cell.req_cells.items():
+            where = f"{cell.full_name}.req_cells[{edge!r}]"
             try:
-                target = resolve_cell(req.target, default_project=cell.project.name)
+                # the caller's Project: its own cells in its own version, called projects in
+                # the version its calls= range picks
+                target = resolve_cell(req.target, default_project=cell.project)
             except UnknownCellError as exc:
-                raise UnknownCellError(f"{cell.full_name}.req_cells[{edge!r}]: {exc}") from None
+                raise UnknownCellError(f"{where}: {exc}") from None
+            except VersionError as exc:
+                raise VersionError(f"{where}: {exc}") from None
             if not (isinstance(target, type) and issubclass(target, Cell)):
-                raise CellDefinitionError(
-                    f"{cell.full_name}.req_cells[{edge!r}] targets {target!r}, which is not a Cell"
-                )
+                raise CellDefinitionError(f"{where} targets {target!r}, which is not a Cell")
             if req.version is not None:
                 target = pick(
                     target.project.versions.get(target.name, {target.version: target}),
                     req.version,
-                    what=f"{target.project.name}.{target.name}",
-                    caller=f"{cell.full_name}.req_cells[{edge!r}]",
+                    what=f"{target.project.address}.{target.name}",
+                    caller=where,
                 )[1]
-            if target.project is not cell.project and target.project.name not in (
-                cell.project.calls
-            ):
-                declared = sorted(cell.project.calls) or "none"
-                raise UndeclaredCallError(
-                    f"{cell.full_name}.req_cells[{edge!r}] requires {target.full_name}, but "
-                    f"project {cell.project.name!r} does not declare calls into project "
-                    f"{target.project.name!r} (declared: {declared}). Write "
-                    f"Project({cell.project.name!r}, calls=[{target.project.name!r}]) (or "
-                    f"calls={{{target.project.name!r}: {{'its_param': 'our_param'}}}} to "
-                    "translate params)."
-                )
+            if target.project is not cell.project:
+                _check_call(cell, where, target)
             unknown = sorted(set(req.values) - set(target.Specs.model_fields))
             if unknown:
                 valid = ", ".join(sorted(target.Specs.model_fields)) or "(none)"

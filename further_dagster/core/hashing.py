@@ -119,6 +119,48 @@ def encode(value: Any) -> bytes:
     )
 
 
+class _NotPlain(Exception):
+    pass
+
+
+_SCALARS = {t: f for t, f in _EXACT.items() if t not in (list, tuple, dict)}
+
+
+def _plain(value: Any) -> bytes:
+    kind = type(value)
+    fast = _SCALARS.get(kind)
+    if fast is not None:
+        return fast(value)  # type: ignore[no-any-return]
+    if kind is dict:
+        # in insertion order: equal dicts given in another order only miss a share
+        return b"d{" + b"".join([_plain(k) + _plain(v) for k, v in value.items()]) + b"}"
+    if kind is list or kind is tuple:
+        # told apart (unlike in a key): a field typed Any keeps whichever it was given
+        tag = b"l%d[" if kind is list else b"u%d["
+        return tag % len(value) + b"".join(map(_plain, value)) + b"]"
+    raise _NotPlain
+
+
+def plain_token(value: Any) -> bytes | None:
+    """An unambiguous encoding of plain data (None, bool, int, float, str and lists, tuples and
+    dicts of them, exact types only), equal only for values no validator can tell apart; None
+    for anything else. What `Validated` (core/validated.py) shares models by, never a key."""
+    if type(value) is dict:  # the usual case, a flat dict of scalars, without recursion
+        parts = []
+        scalars = _SCALARS
+        for k, v in value.items():
+            fk, fv = scalars.get(type(k)), scalars.get(type(v))
+            if fk is None or fv is None:
+                break
+            parts.append(fk(k) + fv(v))
+        else:
+            return b"d{" + b"".join(parts) + b"}"
+    try:
+        return _plain(value)
+    except _NotPlain:
+        return None
+
+
 def digest(value: Any) -> str:
     """Hash `value`'s canonical encoding to a 32-character lowercase hex key."""
     return digest_encoded(encode(value))

@@ -52,14 +52,16 @@ from further_dagster.core.iterative import (
     unroll_limit,
 )
 from further_dagster.core.keys import STRUCTURAL_RELEASE, logic_key
-from further_dagster.core.params import VAR, M, Opts, ProjectParams, Specs, build_model
+from further_dagster.core.params import VAR, Opts, ProjectParams, Specs, build_model
 from further_dagster.core.scopes import Scope
+from further_dagster.core.validated import Validated
 from further_dagster.errors import IncrementsError
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class Instance:
-    """One cell with resolved Specs/Opts and resolved dependencies; `key` is its logic key."""
+    """One cell with resolved Specs/Opts and resolved dependencies; `key` is its logic key.
+    Never changed once resolved (not `frozen`: that costs ~2 µs per instance to build)."""
 
     cell: type[Cell]
     specs: Specs
@@ -81,6 +83,7 @@ class Instance:
     base: str = ""
     # Records of the call-time transformers that set its Specs (core/iterative.py).
     transformed: tuple[dict[str, Any], ...] = ()
+    labels: tuple[str, ...] = ()  # of the call that computes it (set then): provenance only
 
     @property
     def label(self) -> str:
@@ -176,6 +179,7 @@ class Resolver:
         self._plans: dict[type[Cell], EdgePlan] = {}
         self._defaults: dict[str, ProjectParams] = {}
         self._counts: dict[str, int] = {}  # base key -> stored increments, asked once
+        self._validated = Validated()
         self._max_unroll = settings.max_unroll()
         self._reset_scopes()
 
@@ -189,9 +193,18 @@ class Resolver:
         whenever they could resolve `cell` differently (its addressed Specs or Opts, its
         project's params, or those of any cell upstream); an untagged cell is the same in
         every context this resolver serves."""
+        # scopes derive from the call's params and assignments alone: a sweep that shares
+        # them between its combinations (engine/sweep.py) keeps its scopes
+        same = context.params is self.context.params
+        if not same or context.assignments is not self.context.assignments:
+            self._reset_scopes()
         self.context = context
         self._tags = tags
-        self._reset_scopes()
+
+    def resolved(self) -> list[Instance]:
+        """Every instance resolved so far, dependencies first: `walk` of the roots asked for,
+        in the same order (resolution closes each instance after its dependencies)."""
+        return list(self._by_key.values())
 
     def project_params(self, project_name: str) -> ProjectParams:
         """The validated project params of `project_name` in this call context."""
@@ -230,7 +243,7 @@ class Resolver:
         found = cache.get(cache_key)
         if found is not None:
             return found
-        scope = self._scope(cell.project.name)
+        scope = self._scope(cell.project.address)
         stack = [
             self._open(cell, cache_key, values, root_opts, scope, node, not as_edge, 0, increments)
         ]
@@ -244,6 +257,14 @@ class Resolver:
             while at < len(keys):
                 key = keys[at] if top.plain else None
                 child = None
+                if key is None and top.plain and plan.instructions is None:
+                    target = plan.targets[at]
+                    if target.project is top.cell.project:  # no `_child` to work out
+                        child = (top.scope, None)
+                        tag = tags.get(target, NO_TAG)
+                        key = make_cache_key(target, plan.values[at], None, tag)
+                        if target not in tags:
+                            keys[at] = key
                 if key is None:
                     target = plan.targets[at]
                     child = self._child(top, at)
@@ -319,7 +340,7 @@ class Resolver:
         target = plan.targets[at]
         scope = top.scope
         if target.project is not top.cell.project:
-            scope = self._cross(scope, top.cell, target.project.name)
+            scope = self._cross(scope, top.cell, target.project.address)
         node = top.node.children.get(plan.edges[at]) if top.node is not None else None
         return scope, node
 
@@ -330,8 +351,9 @@ class Resolver:
         found = self._crossings.get(slot)
         if found is not None:
             return found
-        decl = caller.project.calls.get(project)
-        label = scope.assignments.get(caller.name, {}).get(project)
+        name = self.graph.projects[project].name  # `project` is an address: lib@1.4
+        decl = caller.project.calls.get(name)
+        label = scope.assignments.get(caller.name, {}).get(name)
         translated: dict[str, Any] = {}
         if decl is not None and decl.translations:
             ours = self._all_params(scope)
@@ -414,7 +436,7 @@ class Resolver:
         merged: dict[str, Any] = {}
         subscribed = cell.project_params
         if subscribed:
-            defaults = self._param_defaults(cell.project.name)
+            defaults = self._param_defaults(cell.project.address)
             for name in subscribed:
                 merged[name] = getattr(defaults, name)
         if values:
@@ -435,7 +457,7 @@ class Resolver:
             merged.update(node.values)
         if root and values:
             merged.update(values)
-        specs = _defaults(cell.Specs, cell.full_name, merged, "Specs")
+        specs = self._validated.model(cell.Specs, cell.full_name, merged, "Specs")
         transformed: tuple[dict[str, Any], ...] = ()
         if node is not None and self.context.transformers:
             specs, transformed = transform(self.context.transformers, node.path, cell, specs)
@@ -445,7 +467,7 @@ class Resolver:
             opts_values = {**(labelled_opts or {}), **(addressed_opts or {}), **(root_opts or {})}
         else:
             opts_values = {}
-        opts = _defaults(cell.Opts, cell.full_name, opts_values, "Opts")
+        opts = self._validated.model(cell.Opts, cell.full_name, opts_values, "Opts")
         plan = self._plans.get(cell)
         if plan is None:
             plan = self._plans[cell] = EdgePlan(cell, self.graph.targets[cell])
@@ -475,14 +497,15 @@ class Resolver:
             if self.context.release_resolver is None:
                 raise RuntimeError(f"{cell.full_name} is a resource cell but no release resolver")
             release = self.context.release_resolver(cell, specs)
-        key = logic_key(cell, specs, deps, release, dynamic=descriptors)
+        encoded = self._validated.encoded(specs)
+        key = logic_key(cell, specs, deps, release, dynamic=descriptors, encoded_specs=encoded)
         inst = (
             self._by_key.get(key)
             if not cell.is_incrementing
             else self._increment(pending, deps, key, descriptors, dynamic)
         )
         if inst is None:
-            if release is None and all(d.skey == d.key for d in _flat(deps)):
+            if release is None and all(d.skey == d.key for d in resolved):
                 skey = key
             else:
                 skey = logic_key(
@@ -492,6 +515,7 @@ class Resolver:
                     STRUCTURAL_RELEASE if cell.is_resource else None,
                     structural=True,
                     dynamic=descriptors,
+                    encoded_specs=encoded,
                 )
             inst = Instance(
                 cell,
@@ -501,7 +525,7 @@ class Resolver:
                 key,
                 release,
                 skey,
-                _collect_releases(deps, release, cell, key),
+                _collect_releases(resolved, release, cell, key),
                 dynamic or _NO_DYNAMIC,
                 transformed=pending.transformed,
             )
@@ -525,11 +549,11 @@ class Resolver:
             self._counts[base] = counter(cell, base) if counter is not None else 0
         stored = self._counts[base]
         target = (pending.increments or cell.increments).target(stored)  # type: ignore[attr-defined]
-        if all(d.skey == d.key for d in _flat(deps)):
+        if all(d.skey == d.key for d in pending.resolved):
             structural = base
         else:
             structural = logic_key(cell, specs, deps, None, structural=True, dynamic=descriptors)
-        releases = _collect_releases(deps, None, cell, base)
+        releases = _collect_releases(pending.resolved, None, cell, base)
         previous: Instance | None = None
         for index in range(min(stored, target) if stored else 1, target + 1):
             key = increment_key(base, index)
@@ -559,13 +583,10 @@ _NO_RELEASES: Mapping[str, str] = {}
 
 
 def _collect_releases(
-    deps: Mapping[str, Instance | tuple[Instance, ...]],
-    release: str | None,
-    cell: type[Cell],
-    key: str,
+    deps: list[Instance], release: str | None, cell: type[Cell], key: str
 ) -> Mapping[str, str]:
     found: dict[str, str] | None = None
-    for dep in _flat(deps):
+    for dep in deps:
         if dep.upstream_releases:
             found = found or {}
             found.update(dep.upstream_releases)
@@ -573,27 +594,6 @@ def _collect_releases(
         found = found or {}
         found[f"{cell.full_name}@{key[:12]}"] = release
     return found if found is not None else _NO_RELEASES
-
-
-_DEFAULT_MODELS: dict[type[Any], Any] = {}
-
-
-def _defaults(model: type[M], where: str, values: Mapping[str, Any], what: str) -> M:
-    """Validate `values` into `model`; the all-defaults model (frozen) is built only once."""
-    if values:
-        return build_model(model, values, where=where, what=what)
-    found: M | None = _DEFAULT_MODELS.get(model)
-    if found is None:
-        found = _DEFAULT_MODELS[model] = build_model(model, {}, where=where, what=what)
-    return found
-
-
-def _flat(deps: Mapping[str, Instance | tuple[Instance, ...]]) -> Iterator[Instance]:
-    for dep in deps.values():
-        if isinstance(dep, tuple):
-            yield from dep
-        else:
-            yield dep
 
 
 __all__ = ["VAR", "CallContext", "DynamicEdge", "Instance", "ReleaseLookup", "Resolver", "walk"]

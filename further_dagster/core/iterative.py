@@ -21,12 +21,16 @@ resumes a chain from its last stored increment, and a crash keeps every committe
 
 **Transformers.** A `Transformer` given at call time for an edge path (the syntax of addressed
 values, core/addressing.py) reshapes the Specs of the instance reached there; the reshaped values
-are its Specs (so its key follows) and the transformer is recorded in its provenance.
+are its Specs (so its key follows) and the transformer is recorded in its provenance. Declared
+with `project=p` it is registered on the project by name, so a Dagster run config can select it
+as `{"fits/data": "Standardize"}` (`find_transformer`; an importable "module:Class" works too).
 """
 
 from __future__ import annotations
 
+import importlib
 import numbers
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +41,7 @@ from further_dagster.core.params import ITER, Specs, build_model
 from further_dagster.errors import (
     AddressError,
     CellDefinitionError,
+    DuplicateNameError,
     IncrementsError,
     SwitchError,
     TransformerError,
@@ -45,6 +50,7 @@ from further_dagster.errors import (
 
 if TYPE_CHECKING:
     from further_dagster.core.graph import DefinitionGraph
+    from further_dagster.core.project import Project
 
 PREVIOUS_EDGE = "previous_increment"
 """The dependency of increment i on increment i-1 (in `Instance.deps` and provenance)."""
@@ -273,10 +279,40 @@ class Transformer:
     `Standardize(scale=2.0)`) and `transform(self, values)`, which receives the instance's full
     Specs values and returns the fields to change (or all of them). The result is the child's
     Specs, so its key follows; the transformer is recorded in the child's provenance.
+    `class Standardize(Transformer, project=p)` also registers it on `p` by name, for a Dagster
+    run config's `transformers` (`name=` to register it under another name).
     """
 
     logic_version: ClassVar[str | int] = 1
     Specs: ClassVar[type[Specs]] = Specs
+
+    def __init_subclass__(
+        cls, *, project: Project | None = None, name: str | None = None, **kwargs: Any
+    ) -> None:
+        """`class Standardize(Transformer, project=p)` registers it on `p` as "Standardize"
+        (or `name=`), the name a Dagster run config selects it by.
+
+        Raises:
+            DuplicateNameError: another class is registered on `p` under that name.
+            TransformerError: the name has a ':' (the run config's import-path separator).
+        """
+        super().__init_subclass__(**kwargs)
+        if project is None:
+            return
+        key = name or cls.__name__
+        if ":" in key:
+            raise TransformerError(
+                f"transformer name {key!r} ({_path(cls)}): a name has no ':' (run config reads "
+                "'module:Class' as an import path); give another name='...'"
+            )
+        registered = _REGISTERED.setdefault(project, {})
+        other = registered.get(key)
+        if other is not None and _path(other) != _path(cls):  # a re-run notebook cell replaces
+            raise DuplicateNameError(
+                f"transformer {key!r} of project {project.name!r}: both {_path(other)} and "
+                f"{_path(cls)}; give one of them name='...'"
+            )
+        registered[key] = cls
 
     def __init__(self, **values: Any) -> None:
         self.specs = build_model(
@@ -319,6 +355,52 @@ class Transformer:
                 f"its fields: {', '.join(sorted(cell.Specs.model_fields)) or '(none)'}"
             )
         return {**specs.__dict__, **changed}
+
+
+_REGISTERED: weakref.WeakKeyDictionary[Project, dict[str, type[Transformer]]] = (
+    weakref.WeakKeyDictionary()
+)  # by Project object: a project redefined under its name starts with none
+
+
+def _path(cls: type[Any]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def registered_transformers(project: Project) -> Mapping[str, type[Transformer]]:
+    """The transformers declared with `project=project`, by name."""
+    return _REGISTERED.get(project, {})
+
+
+def find_transformer(name: str, project: Project, where: str) -> type[Transformer]:
+    """The transformer class `name` names: one registered on `project`, or "module:Class".
+
+    Raises:
+        TransformerError: no such transformer (the message lists `project`'s), or the import
+            fails, or what it names is no Transformer subclass.
+    """
+    if ":" in name:
+        module_name, _, qualname = name.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
+            raise TransformerError(
+                f"{where} = {name!r}: cannot import it ({type(exc).__name__}: {exc}); give "
+                "'package.module:ClassName' or the name of a transformer registered on the "
+                "project"
+            ) from None
+        if not (isinstance(found, type) and issubclass(found, Transformer)):
+            raise TransformerError(f"{where} = {name!r} is {found!r}, not a Transformer subclass")
+        return found
+    registered = registered_transformers(project)
+    if name in registered:
+        return registered[name]
+    raise TransformerError(
+        f"{where} = {name!r}: project {project.name!r} has no transformer {name!r}; its "
+        f"transformers: {', '.join(sorted(registered)) or '(none)'}. Register one with "
+        f"`class {name}(Transformer, project=...)`, or give an importable 'module:Class'"
+    )
 
 
 def transform(
@@ -380,7 +462,9 @@ __all__ = [
     "Increments",
     "Transformer",
     "edge_values",
+    "find_transformer",
     "increment_key",
+    "registered_transformers",
     "stuck",
     "switch_on",
     "transform",

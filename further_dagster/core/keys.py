@@ -44,6 +44,7 @@ def logic_key(
     *,
     structural: bool = False,
     dynamic: Mapping[str, str] | None = None,
+    encoded_specs: bytes | None = None,
 ) -> str:
     """The logic key of `cell` with `specs`, resolved `deps` and `release`.
 
@@ -55,30 +56,32 @@ def logic_key(
         structural: hash the dependencies' structural keys instead of their logic keys.
         dynamic: edge -> descriptor of a DYN/STUB/RAND edge (resolved when the cell runs), in
             place of a dependency key.
+        encoded_specs: `encode(specs.__dict__)` when the caller has it (core/validated.py).
 
     Returns:
         32 lowercase hex characters.
     """
-    attr = "skey" if structural else "key"
-    dep_keys = {
-        edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple) else getattr(dep, attr)
-        for edge, dep in deps.items()
-    }
     if dynamic:
+        attr = "skey" if structural else "key"
+        dep_keys = {
+            edge: [getattr(d, attr) for d in dep] if isinstance(dep, tuple) else getattr(dep, attr)
+            for edge, dep in deps.items()
+        }
         dep_keys.update(dynamic)
+        encoded_deps = encode(dep_keys)
+    else:
+        encoded_deps = _encode_deps(deps, structural)
     # This is encode() of the payload dict {"logic_version", "cell", "deps", "specs", "project",
     # "release"?, "libraries"?}, written out in its canonical (sorted-key) order because it is
     # the hot path of every cached lookup; test_keys pins that both spellings agree.
+    head, tail, count = _key_parts(cell)
     parts = [
-        _key_prefix(cell),
-        b"s4:deps",
-        encode(dep_keys),
+        head,
+        encoded_deps,
         b"s5:specs",
-        encode(specs.__dict__),
-        _PROJECT_FIELD,
-        encode(cell.project.name),
+        encode(specs.__dict__) if encoded_specs is None else encoded_specs,
+        tail,
     ]
-    count = 6 if _keyed_version(cell) is not None else 5
     if release is not None:
         parts += [_RELEASE_FIELD, encode(release)]
         count += 1
@@ -121,6 +124,8 @@ def reference_logic_key(
     }
     if _keyed_version(cell) is not None:
         payload["api_version"] = _keyed_version(cell)
+    if cell.project.key_version is not None:
+        payload["project_version"] = cell.project.key_version
     if release is not None:
         payload["release"] = release
     if cell.track_libraries:
@@ -130,25 +135,50 @@ def reference_logic_key(
 
 _PROJECT_FIELD = encode("project")
 _RELEASE_FIELD = encode("release")
-_PREFIXES: dict[tuple[type[Cell], Any, Any], bytes] = {}
+_PARTS: dict[tuple[type[Cell], Any, Any], tuple[bytes, bytes, int]] = {}
 
 
-def _key_prefix(cell: type[Cell]) -> bytes:
-    """Encoded "logic_version" and "cell" entries, which come first in the sorted payload."""
+def _key_parts(cell: type[Cell]) -> tuple[bytes, bytes, int]:
+    """The encoded entries before "deps" ("api_version"?, "logic_version", "project_version"?,
+    "cell", then the "deps" name) and after "specs" ("project"), and how many entries there
+    are without "release" and "libraries": the same for every instance of the cell."""
     slot = (cell, cell.logic_version, cell.api_version)
-    found = _PREFIXES.get(slot)
+    found = _PARTS.get(slot)
     if found is None:
-        found = (
+        head = (
             encode("logic_version")
             + encode(cell.logic_version)
+            # "project_version" sorts between "logic_version" and "cell"
+            + (
+                encode("project_version") + encode(cell.project.key_version)
+                if cell.project.key_version is not None
+                else b""
+            )
             + encode("cell")
             + encode(cell.name)
         )
         if _keyed_version(cell) is not None:
             # "api_version" sorts before "logic_version" in the canonical encoding
-            found = encode("api_version") + encode(_keyed_version(cell)) + found
-        _PREFIXES[slot] = found
+            head = encode("api_version") + encode(_keyed_version(cell)) + head
+        count = 5 + (_keyed_version(cell) is not None) + (cell.project.key_version is not None)
+        tail = _PROJECT_FIELD + encode(cell.project.name)
+        found = _PARTS[slot] = (head + b"s4:deps", tail, count)
     return found
+
+
+def _encode_deps(deps: Mapping[str, Instance | tuple[Instance, ...]], structural: bool) -> bytes:
+    """`encode({edge: key or [keys]})` of the dependencies' (structural) keys, without the
+    intermediate dict."""
+    items = []
+    for edge, dep in deps.items():
+        if isinstance(dep, tuple):
+            keys = [d.skey if structural else d.key for d in dep]
+            value = b"l%d[" % len(keys) + b"".join([encode(k) for k in keys]) + b"]"
+        else:
+            value = encode(dep.skey if structural else dep.key)
+        items.append((encode(edge), value))
+    items.sort()
+    return b"d%d{" % len(items) + b"".join([k + v for k, v in items]) + b"}"
 
 
 def _keyed_version(cell: type[Cell]) -> str | None:

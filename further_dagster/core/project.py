@@ -2,15 +2,19 @@
 and the registry that finds them by name.
 
 `REGISTRY` holds every project defined in this process, so "project.cell" strings resolve
-without passing projects around. A second project with a name already registered is an error
-(`DuplicateNameError`), unless it asks to replace the first with `replace=True`, as a notebook
-cell that is run again does. Tests isolate themselves with `REGISTRY.isolated()` (or the
-`further_registry` pytest fixture), which puts back the projects and cells of before.
+without passing projects around. Versions of one project coexist (core/versions.py): at most one
+current version per name and any number of archived ones (`archived=True`), each its own
+Project with its own cells and params. A second project with a name and version already
+registered, or a second current version, is an error (`DuplicateNameError`), unless it asks to
+replace the first with `replace=True`, as a notebook cell that is run again does. Tests isolate
+themselves with `REGISTRY.isolated()` (or the `further_registry` pytest fixture), which puts
+back the projects and cells of before.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,11 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from packaging.version import Version
+
 from further_dagster.core.inits import FILE_NAME as INITS_FILE_NAME
 from further_dagster.core.inits import Label, Selection, check_labels, load_inits, select
 from further_dagster.core.names import check_identifier
 from further_dagster.core.params import ProjectParams
-from further_dagster.core.versions import pick
+from further_dagster.core.versions import (
+    key_version,
+    parse_range,
+    parse_version,
+    pick,
+    split_address,
+)
 from further_dagster.errors import (
     DuplicateNameError,
     InitError,
@@ -32,23 +44,25 @@ from further_dagster.errors import (
 )
 
 if TYPE_CHECKING:
-    from packaging.version import Version
-
     from further_dagster.core.cell import Cell
 
 
 @dataclass(frozen=True)
 class RegistrySnapshot:
-    """The registry's projects, each with the cells it had, at one moment (see `restore`)."""
+    """The registry's projects (every version), each with the cells it had, at one moment (see
+    `restore`)."""
 
     projects: Mapping[
-        str,
+        tuple[str, Version],
         tuple[Project, Mapping[str, type[Cell]], Mapping[str, Mapping[Version, type[Cell]]]],
     ]
 
 
 class Registry:
-    """The projects of this process by name, and a generation counter.
+    """The projects of this process by name (each name: its versions), and a generation counter.
+
+    A name holds at most one current (non-archived) version and any number of archived ones;
+    `get` gives the default version: the current one, else the highest archived one.
 
     The counter changes whenever a project or cell is defined or redefined, or the registry is
     restored, so caches of resolved plans (a Session's) know to drop; it never goes back, so a
@@ -56,7 +70,7 @@ class Registry:
     """
 
     def __init__(self) -> None:
-        self._projects: dict[str, Project] = {}
+        self._families: dict[str, dict[Version, Project]] = {}
         self._generation = 0
         self._lock = threading.RLock()
 
@@ -71,47 +85,82 @@ class Registry:
             self._generation += 1
 
     def add(self, project: Project, *, replace: bool = False) -> None:
-        """Register `project` under its name.
+        """Register `project` under its name and version.
+
+        With `replace`, the project of the same name and version goes, and so does the current
+        version when `project` is current (a notebook cell re-run after a version bump).
 
         Raises:
-            DuplicateNameError: another project has that name and `replace` is false.
+            DuplicateNameError: another project has that name and version, or `project` and
+                another project of that name are both current, and `replace` is false.
         """
         with self._lock:
-            previous = self._projects.get(project.name)
-            if previous is not None and previous is not project and not replace:
-                raise DuplicateNameError(_duplicate_message(previous))
-            self._projects[project.name] = project
+            family = self._families.setdefault(project.name, {})
+            for version, other in list(family.items()):
+                if other is project:
+                    continue
+                same = version == project.parsed_version
+                both_current = not other.archived and not project.archived
+                if (same or both_current) and replace:
+                    del family[version]
+                elif same or both_current:
+                    raise DuplicateNameError(_duplicate_message(other, project))
+            family[project.parsed_version] = project
             self._generation += 1
 
     def get(self, name: str) -> Project:
-        """The project called `name`.
+        """The default version of the project called `name`.
 
         Raises:
             UnknownCellError: no such project is defined; the message lists the known ones.
         """
-        try:
-            return self._projects[name]
-        except KeyError:
-            known = ", ".join(sorted(self._projects)) or "(none imported)"
+        return default_of(self._family(name))
+
+    def family(self, name: str) -> dict[Version, Project]:
+        """Every version of the project called `name` (a copy: version -> project).
+
+        Raises:
+            UnknownCellError: no such project is defined; the message lists the known ones.
+        """
+        return dict(self._family(name))
+
+    def _family(self, name: str) -> dict[Version, Project]:
+        family = self._families.get(name)
+        if not family:
+            known = ", ".join(sorted(n for n, f in self._families.items() if f))
             raise UnknownCellError(
-                f"no project named {name!r}; known projects: {known}. Import the module that "
-                "defines it before calling it."
-            ) from None
+                f"no project named {name!r}; known projects: {known or '(none imported)'}. "
+                "Import the module that defines it before calling it."
+            )
+        return family
+
+    def siblings(self, project: Project) -> list[Project]:
+        """The other registered versions of `project`'s name, highest first; none when
+        `project` itself is not registered (it was replaced)."""
+        family = self._families.get(project.name, {})
+        if family.get(project.parsed_version) is not project:
+            return []
+        return [p for v, p in sorted(family.items(), reverse=True) if p is not project]
 
     def projects(self) -> dict[str, Project]:
-        """A copy of the registry: name -> project."""
-        return dict(self._projects)
+        """A copy of the registry: name -> default version."""
+        return {name: default_of(f) for name, f in self._families.items() if f}
 
     def __contains__(self, name: object) -> bool:
-        return name in self._projects
+        return bool(self._families.get(name)) if isinstance(name, str) else False
 
     def snapshot(self) -> RegistrySnapshot:
         """The projects and their cells now, to `restore` later."""
         with self._lock:
             return RegistrySnapshot(
                 {
-                    name: (p, dict(p.cells), {n: dict(v) for n, v in p.versions.items()})
-                    for name, p in self._projects.items()
+                    (name, version): (
+                        p,
+                        dict(p.cells),
+                        {n: dict(v) for n, v in p.versions.items()},
+                    )
+                    for name, family in self._families.items()
+                    for version, p in family.items()
                 }
             )
 
@@ -122,8 +171,9 @@ class Registry:
         removed; the generation moves forward, never back.
         """
         with self._lock:
-            self._projects = {name: entry[0] for name, entry in snapshot.projects.items()}
-            for project, cells, versions in snapshot.projects.values():
+            self._families = {}
+            for (name, version), (project, cells, versions) in snapshot.projects.items():
+                self._families.setdefault(name, {})[version] = project
                 if project.cells != cells:
                     project.cells.clear()
                     project.cells.update(cells)
@@ -146,13 +196,32 @@ class Registry:
             self.restore(saved)
 
 
-def _duplicate_message(previous: Project) -> str:
+def default_of(family: Mapping[Version, Project]) -> Project:
+    """The current (non-archived) version of a project, else its highest archived one."""
+    current = [p for p in family.values() if not p.archived]
+    return current[0] if current else family[max(family)]
+
+
+def _duplicate_message(previous: Project, new: Project) -> str:
     modules = sorted({cell.__module__ for cell in previous.cells.values()})
-    where = f" (its cells come from {', '.join(modules)})" if modules else ""
+    where = f"; its cells come from {', '.join(modules)}" if modules else ""
+    name = previous.name
+    if previous.parsed_version == new.parsed_version:
+        return (
+            f"a project named {name!r} is already defined at version {previous.version} "
+            f"({previous.address}{where}); project names must be unique in a process. Rename "
+            "the new one, give it another version (an older one kept beside the current one is "
+            f"Project({name!r}, version='...', archived=True)), or, to redefine the project on "
+            f"purpose (e.g. when re-running a notebook cell), write Project({name!r}, ..., "
+            "replace=True)."
+        )
     return (
-        f"a project named {previous.name!r} is already defined{where}; project names must be "
-        "unique in a process. Rename the new one, or, to redefine the project on purpose (e.g. "
-        f"when re-running a notebook cell), write Project({previous.name!r}, ..., replace=True)."
+        f"project {name!r} would have two current versions: {previous.version} (already "
+        f"defined{where}) and {new.version}. Keep the older one beside the current one as an "
+        f"archived version: Project({name!r}, version="
+        f"{min(previous, new, key=lambda p: p.parsed_version).version!r}, archived=True); or "
+        f"rename the new one; or, to redefine the project on purpose, write "
+        f"Project({name!r}, ..., replace=True)."
     )
 
 
@@ -174,7 +243,8 @@ class CallDecl:
         translations: called project's param -> the calling project's param whose value it
             takes (the Further seed's translations); the called project's cells see no other
             param of the caller.
-        version: a version range of the called project (informational until versions coexist).
+        version: a PEP 440 range of the called project's version; the highest version in the
+            code it allows is the one called (None: the default version).
     """
 
     project: str
@@ -183,7 +253,8 @@ class CallDecl:
 
 
 def _call_decls(owner: str, calls: Any) -> dict[str, CallDecl]:
-    """Normalize `Project(calls=...)`: a list of names, or name -> None | translations | range."""
+    """Normalize `Project(calls=...)`: a list of names, or name -> None | range | translations
+    (with an optional `"version"` range among them)."""
     if calls is None:
         return {}
     if isinstance(calls, str):
@@ -193,18 +264,26 @@ def _call_decls(owner: str, calls: Any) -> dict[str, CallDecl]:
     decls: dict[str, CallDecl] = {}
     for name, how in calls.items():
         check_identifier("called project", name, fix=f"Fix Project({owner!r}, calls=...).")
+        where = f"Project({owner!r}, calls={{{name!r}: {how!r}}})"
         if how is None:
             decls[name] = CallDecl(name, {})
         elif isinstance(how, str):
+            parse_range(how, where=where)
             decls[name] = CallDecl(name, {}, version=how)
         elif isinstance(how, Mapping) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in how.items()
         ):
-            decls[name] = CallDecl(name, dict(how))
+            # "version" is reserved here as in Req: a range, never a translated param
+            translations = {k: v for k, v in how.items() if k != "version"}
+            version = how.get("version")
+            if version is not None:
+                parse_range(version, where=where)
+            decls[name] = CallDecl(name, translations, version=version)
         else:
             raise InvalidNameError(
-                f"Project({owner!r}, calls={{{name!r}: {how!r}}}): give None, a version range "
-                f"string, or translations {{'called_param': 'caller_param'}}"
+                f"{where}: give None, a version range string such as '>=1,<2', or "
+                "translations {'called_param': 'caller_param'} (a 'version' entry among them "
+                "is the range)"
             )
     return decls
 
@@ -214,32 +293,43 @@ class Project:
 
     Args:
         name: identifier, the asset key prefix and Dagster group of its cells; unique among
-            the projects of a process.
-        version: the project's interface version (informational; keys come from cells).
+            the projects of a process, except for versions of one project kept side by side.
+        version: the project's PEP 440 version. Unless it equals 1 (`"1"`, `"1.0"`) it enters
+            the logic keys of the project's cells, so the results of a version stay found
+            once it is archived.
+        archived: an older version kept in the code beside the current one (at most one
+            current version per name). Its cells are addressed `"name@version.cell"`, its
+            Dagster assets are keyed `["name_v<version>", cell]` in the group `name`, and
+            callers reach it with a range: `Project(..., calls={name: ">=1,<2"})`.
         description: shown in Dagster.
         params: a `ProjectParams` subclass; cells subscribe to its fields with
             `project_params = ("field", ...)` and receive the session's value (or the default).
-        replace: redefine the project called `name` if one exists (its cells are then no longer
-            found by name), instead of raising `DuplicateNameError`: for a notebook cell that is
-            run again.
+        replace: redefine the project called `name` at this version, and, when this one is
+            current, its current version (their cells are then no longer found by name),
+            instead of raising `DuplicateNameError`: for a notebook cell that is run again.
         inits: the project's `project_inits.yaml` (its labels, see core/inits.py); default:
             `project_inits.yaml` beside the module that defines the project's cells.
         calls: the other projects whose cells this project's cells require, as a list of
             names or `{"lib": {"window": "smoothing"}}` (translations: the called project's
             `window` takes this project's `smoothing`). A cell requiring a cell of a project
-            not declared here fails when the definition graph is loaded.
+            not declared here fails when the definition graph is loaded. A version range
+            picks the called version: `{"lib": ">=1,<2"}`, or among translations
+            `{"lib": {"version": ">=1,<2", "window": "smoothing"}}`.
 
     Raises:
         InvalidNameError: `name` is not a plain identifier, or `params` is not a ProjectParams
             subclass.
-        DuplicateNameError: a project called `name` exists and `replace` is false.
+        VersionError: `version` is not PEP 440, or a range in `calls` is not a PEP 440 range.
+        DuplicateNameError: a project called `name` exists at this version, or both it and
+            this one are current, and `replace` is false.
     """
 
     def __init__(
         self,
         name: str,
         *,
-        version: str = "1",
+        version: str | int = "1",
+        archived: bool = False,
         description: str = "",
         params: type[ProjectParams] | None = None,
         replace: bool = False,
@@ -252,7 +342,17 @@ class Project:
         ):
             raise InvalidNameError(f"project {name!r}: params must be a ProjectParams subclass")
         self.name = name
-        self.version = version
+        self.version = str(version)
+        self.parsed_version = parse_version(version, where=f"Project({name!r})")
+        self.archived = archived
+        # An archived version is addressed (and keyed in Dagster) with its version, as a cell.
+        self.address = f"{name}@{self.parsed_version}" if archived else name
+        self.asset_name = (
+            f"{name}_v{re.sub(r'[^A-Za-z0-9]', '_', str(self.parsed_version))}"
+            if archived
+            else name
+        )
+        self.key_version = key_version(self.parsed_version)
         self.description = description
         self.params: type[ProjectParams] = params or ProjectParams
         self.cells: dict[str, type[Cell]] = {}  # name -> default version (core/versions.py)
@@ -318,7 +418,11 @@ class Project:
         return select(self.labels(), chosen)
 
     def __repr__(self) -> str:
-        return f"Project({self.name!r}, version={self.version!r}, cells={sorted(self.cells)})"
+        archived = ", archived=True" if self.archived else ""
+        return (
+            f"Project({self.name!r}, version={self.version!r}{archived}, "
+            f"cells={sorted(self.cells)})"
+        )
 
     def register(self, cell: type[Cell]) -> None:
         """Add `cell` to the project (called by `Cell.__init_subclass__`).
@@ -374,7 +478,7 @@ class Project:
         except KeyError:
             known = ", ".join(sorted(self.cells)) or "(none)"
             raise UnknownCellError(
-                f"project {self.name!r} has no cell {name!r}; its cells are: {known}"
+                f"project {self.address!r} has no cell {name!r}; its cells are: {known}"
             ) from None
         if version is None:
             return found
@@ -395,20 +499,38 @@ def _default_version(versions: Mapping[Version, type[Cell]]) -> type[Cell]:
     return current[0] if current else versions[max(versions)]
 
 
-def get_project(name: str) -> Project:
-    """The project called `name` (it must have been imported).
+def get_project(name: str, version: str | None = None, *, caller: str = "the call") -> Project:
+    """The project called `name` (it must have been imported): its default version, or the
+    highest that the PEP 440 range `version` allows (a bare "1.4": that version exactly).
 
     Raises:
         UnknownCellError: no such project; the message lists the known ones.
+        VersionError: no version of it satisfies `version`; the message names `caller`.
     """
-    return REGISTRY.get(name)
+    if version is None:
+        return REGISTRY.get(name)
+    return pick(
+        REGISTRY.family(name),
+        version,
+        what=f"project {name!r}",
+        caller=caller,
+        keep=f"an archived project: Project({name!r}, version='...', archived=True)",
+    )[1]
 
 
-def resolve_cell(ref: str | type[Cell], *, default_project: str | None = None) -> type[Cell]:
-    """Resolve "project.cell", "cell" (within `default_project`) or a Cell class.
+def resolve_cell(
+    ref: str | type[Cell], *, default_project: str | Project | None = None
+) -> type[Cell]:
+    """Resolve an address `project[@version].cell[@api_version]` (core/versions.py), a bare
+    "cell" (within `default_project`) or a Cell class.
+
+    Given as a Project, `default_project` is the caller: a cell of its own project resolves
+    in that very version, and a cell of a project it declares calls into in the highest
+    version the declared range allows.
 
     Raises:
         UnknownCellError: the reference names no known project or cell.
+        VersionError: no version satisfies the address or the caller's declared range.
     """
     if isinstance(ref, type):
         return ref
@@ -416,13 +538,35 @@ def resolve_cell(ref: str | type[Cell], *, default_project: str | None = None) -
         raise UnknownCellError(
             f"a cell reference must be 'project.cell' or a Cell class, got {ref!r}"
         )
-    head, at, pinned = ref.partition("@")  # "project.cell@1.4": that version exactly
-    project_name, _, cell_name = head.rpartition(".")
-    if not project_name:
+    address = split_address(ref)
+    if address is None:
+        raise UnknownCellError(
+            f"cell reference {ref!r} is not an address: write 'project.cell', "
+            "'project.cell@1.4' (a cell's api_version) or 'project@1.4.cell' (a project version)"
+        )
+    caller = default_project if isinstance(default_project, Project) else None
+    name = address.project
+    if name is None:
         if default_project is None:
             raise UnknownCellError(f"cell reference {ref!r} needs a project: write 'project.{ref}'")
-        project_name = default_project
-    return get_project(project_name).cell(cell_name, f"=={pinned}" if at else None)
+        name = caller.name if caller is not None else str(default_project)
+    decl = caller.calls.get(name) if caller is not None else None
+    if address.project_version is not None:
+        project = get_project(
+            name, f"=={address.project_version}", caller=f"cell reference {ref!r}"
+        )
+    elif caller is not None and name == caller.name:
+        project = caller
+    elif caller is not None and decl is not None and decl.version is not None:
+        project = get_project(
+            name,
+            decl.version,
+            caller=f"Project({caller.name!r}, calls={{{name!r}: {decl.version!r}}})",
+        )
+    else:
+        project = get_project(name)
+    pinned = f"=={address.cell_version}" if address.cell_version is not None else None
+    return project.cell(address.cell, pinned)
 
 
 def all_projects() -> dict[str, Project]:

@@ -7,7 +7,10 @@ iterative.py: e.g. `m_step` requires `Req("e_step", round=ITER(0))` and `e_step`
 (callers require it like any other); its make() asks for the last cell at round `start`, then
 `start + 1`, ... as a DYN child (engine/dynamic.py), each round a memoized instance, until the
 last cell's `converged` contribution is True, and returns that round's contributions plus the
-round. Rounds already stored are loaded, not recomputed, so a re-run resumes at the first round
+round. The unit's Specs (every loop cell's fields but the round) reach every loop cell that
+declares them, in every round (`loop_specs`: the rounds resolve with them as session-addressed
+values), so `Req("em", tol=0.1)` sets `tol` on each round's cells, not on the top one alone.
+Rounds already stored are loaded, not recomputed, so a re-run resumes at the first round
 not stored. Termination is dynamic (seen only while the rounds run), which is why this is a DYN
 child and not a statically unrolled ITER loop; exceeding `max_rounds` fails the unit with a
 `ConvergenceError` naming it (recorded like any failing make()).
@@ -40,8 +43,9 @@ def RecursiveUnit(  # noqa: N802 - declared like a class: it returns one
     """Declare the recursive unit `name` of `project` over the loop `cells` (names in
     `project`, the last one reporting convergence); returns its Cell class.
 
-    Its Specs are the last cell's without `field`; its contributions the last cell's plus
-    `field` (the converged round).
+    Its Specs are the loop cells' fields without `field` (the last cell's declaration where
+    several cells declare one), each passed to every loop cell declaring it in every round;
+    its contributions are the last cell's plus `field` (the converged round).
 
     Raises:
         CellDefinitionError: an unknown cell, a cell without the `field` Specs field, a last
@@ -65,13 +69,19 @@ def RecursiveUnit(  # noqa: N802 - declared like a class: it returns one
             f"{converged!r} (True at the converged round)"
         )
     _check_loop(found, where)
-    fields = {
-        n: (info.annotation, info) for n, info in last.Specs.model_fields.items() if n != field
-    }
-    unit_specs = create_model(f"{_camel(name)}Specs", __base__=Specs, **fields)  # type: ignore[call-overload]
+    fields: dict[str, Any] = {}
+    for cell in (last, *found[:-1]):  # a field several cells declare: the last cell's type
+        for n, info in cell.Specs.model_fields.items():
+            if n != field and n not in fields:
+                fields[n] = (info.annotation, info)
+    unit_specs = create_model(f"{_camel(name)}Specs", __base__=Specs, **fields)
+
+    own = tuple(n for n in last.Specs.model_fields if n != field)
 
     def make(self: Cell) -> Mapping[str, Any]:
-        values = dict(self.specs.__dict__)
+        # the other loop cells receive their fields through the DYN child's call context
+        # (`loop_specs`, applied by engine/dynamic.py); the edge takes the last cell's only
+        values = {n: getattr(self.specs, n) for n in own}
         for round_ in range(start, start + max_rounds):
             result = self.call("last", **{field: round_}, **values)
             if result[converged]:
@@ -97,6 +107,26 @@ def RecursiveUnit(  # noqa: N802 - declared like a class: it returns one
     return type(_camel(name), (Cell,), attrs, project=project, name=name)
 
 
+def loop_specs(
+    unit: type[Cell], specs: Specs, addressed: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Mapping[str, Any]]:
+    """The session-addressed Specs (`CallContext.specs`) under which a unit's rounds resolve:
+    `addressed` (the call's own `specs=`, which win for the cell they name) over the unit's
+    Specs values, for every loop cell declaring the field. So a unit's Specs reach every cell
+    of every round, not only the last cell the unit calls. Any other cell: `addressed`."""
+    cells: tuple[type[Cell], ...] = getattr(unit, "unit_cells", ())
+    if not cells:
+        return addressed
+    values = specs.__dict__
+    found = dict(addressed)
+    for cell in cells:
+        declared = cell.Specs.model_fields
+        given = {n: v for n, v in values.items() if n in declared}
+        if given:
+            found[cell.full_name] = {**given, **addressed.get(cell.full_name, {})}
+    return found
+
+
 def _cells(project: Project, names: Sequence[str], where: str) -> list[type[Cell]]:
     if isinstance(names, str) or len(names) < 1:
         raise CellDefinitionError(f"{where}: give the loop's cell names, the last one converging")
@@ -120,7 +150,7 @@ def _check_loop(cells: list[type[Cell]], where: str) -> None:
     stepping = False
     for cell in cells:
         for req in cell.req_cells.values():
-            target = resolve_cell(req.target, default_project=cell.project.name)
+            target = resolve_cell(req.target, default_project=cell.project)
             if target in members:
                 edges[cell].add(target)
                 stepping = stepping or req.stepping
@@ -147,4 +177,4 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_")) or "Unit"
 
 
-__all__ = ["RecursiveUnit"]
+__all__ = ["RecursiveUnit", "loop_specs"]

@@ -3,6 +3,8 @@
 The only layer that imports dagster.
 """
 
+from typing import Any
+
 from further_dagster.dagster.definitions import build_definitions
 from further_dagster.dagster.executor import (
     ModeExecutor,
@@ -15,8 +17,6 @@ from further_dagster.dagster.location import Location, location_of
 from further_dagster.dagster.resources import FurtherIOManager, FurtherResource
 from further_dagster.dagster.sensor import evaluate_releases, release_sensor
 from further_dagster.dagster.skip_cached import SkipCachedExecutor
-from further_dagster.dagster.slurm_launcher import SlurmRunLauncher
-from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
 
 __all__ = [
     "FurtherIOManager",
@@ -35,3 +35,17 @@ __all__ = [
     "release_sensor",
     "slurm_executor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, not by every code location (they import submitit, ~20 ms); Dagster
+    # loads the launcher from dagster.yaml's `module: further_dagster.dagster.slurm_launcher`.
+    if name == "SlurmRunLauncher":
+        from further_dagster.dagster.slurm_launcher import SlurmRunLauncher
+
+        return SlurmRunLauncher
+    if name == "SlurmStepHandler":
+        from further_dagster.dagster.slurm_step_handler import SlurmStepHandler
+
+        return SlurmStepHandler
+    raise AttributeError(f"module 'further_dagster.dagster' has no attribute {name!r}")

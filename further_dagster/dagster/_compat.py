@@ -65,7 +65,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster_shared.error import SerializableErrorInfo
 
 __all__ = [
-    "install_sqlite_engine_cache",
+    "sqlite_storages",
     # slurm launcher / executor / modes (issue 4)
     "CheckRunHealthResult",
     "CheckStepHealthResult",
@@ -442,73 +442,30 @@ def code_working_directory(plan_context: PlanOrchestrationContext) -> str | None
     return found if isinstance(found, str) and found else None
 
 
-# --- SQLite storage: one SQLAlchemy engine per database file ------------------------------
-#
-# Dagster's SQLite event log and run storage build a new SQLAlchemy engine for every connection
-# (and dispose of it after), which costs more than the insert it serves: a step's handful of
-# events, and every cached step's recorded materialization, pay it again and again. An engine
-# with NullPool holds no connection, so keeping one per database file changes nothing else:
-# every `connect()` still opens (and closes) its own sqlite3 connection, under Dagster's lock.
-# The bodies below are Dagster 1.13.27's, with the engine kept.
+# --- SQLite storages (sqlite_events.py patches them) ----------------------------------
+
+
+def sqlite_storages() -> tuple[Any, Any, str, int]:
+    """Dagster's SQLite event-log and run storage classes, the index shard's name and the busy
+    timeout, imported when asked for (importing them costs a code-location load ~0.5 s)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+        INDEX_SHARD_NAME,
+        SqliteEventLogStorage,
+    )
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+    from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+
+    return SqliteEventLogStorage, SqliteRunStorage, INDEX_SHARD_NAME, SQLITE_BUSY_TIMEOUT_SECONDS
 
 
 _SQLITE_STORAGES = (
     "dagster._core.storage.event_log.sqlite.sqlite_event_log",
     "dagster._core.storage.runs.sqlite.sqlite_run_storage",
 )
-_engine_cache_installed = False
-
-
-def install_sqlite_engine_cache() -> None:
-    """One SQLAlchemy engine per SQLite database file for Dagster's event-log and run storage
-    (instead of one per connection). Installed when a run starts, or at import when Dagster's
-    SQLite storages are already loaded: importing them just to patch them would cost every
-    code-location load (the webserver's, the daemon's) about half a second."""
-    global _engine_cache_installed
-    if not _engine_cache_installed:
-        _engine_cache_installed = True
-        _install_sqlite_engine_cache()
-
-
-def _install_sqlite_engine_cache() -> None:
-    from contextlib import contextmanager
-
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
-    from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    engines: dict[tuple[str, bool], Any] = {}
-
-    def engine_for(conn_string: str, busy_timeout: bool) -> Any:
-        found = engines.get((conn_string, busy_timeout))
-        if found is None:
-            args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS} if busy_timeout else {}
-            found = create_engine(conn_string, poolclass=NullPool, connect_args=args)
-            engines[(conn_string, busy_timeout)] = found
-        return found
-
-    @contextmanager
-    def _connect(self: Any, shard: str) -> Any:
-        with self._db_lock:
-            engine = engine_for(self.conn_string_for_shard(shard), True)
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as conn:
-                with conn.begin():
-                    yield conn
-
-    @contextmanager
-    def connect(self: Any) -> Any:
-        with engine_for(self._conn_string, False).connect() as conn:
-            with conn.begin():
-                yield conn
-
-    SqliteEventLogStorage._connect = _connect  # type: ignore[method-assign]
-    SqliteRunStorage.connect = connect  # type: ignore[method-assign]
-
 
 if all(name in sys.modules for name in _SQLITE_STORAGES):
+    # already loaded (this process opened a SQLite instance): patch them now, before the run
+    # is created (its planned events are the first batch)
+    from further_dagster.dagster.sqlite_events import install_sqlite_engine_cache
+
     install_sqlite_engine_cache()

@@ -41,8 +41,8 @@ DESCRIBED_PARTITIONS = 50  # rows of the partition table in an asset's descripti
 
 def _description(asset: CellAsset) -> str:
     cell = asset.cell
-    doc = inspect.getdoc(cell) or f"Cell {cell.full_name}."
-    if inspect.getdoc(cell) == inspect.getdoc(cell.__mro__[1]):
+    doc = inspect.getdoc(cell)
+    if not doc or doc == inspect.getdoc(cell.__mro__[1]):
         doc = f"Cell {cell.full_name}."
     lines = [doc, "", f"Contributions: {', '.join(cell.contributions)}."]
     if asset.partitions is not None:
@@ -70,9 +70,10 @@ def partitions_defs(location: Location) -> dict[str, dg.StaticPartitionsDefiniti
 
 
 def instance_metadata(
-    store_root: Path, inst: Instance, hit: bool, seconds: float
+    store_root: Path, inst: Instance, hit: bool, seconds: float, index_url: str | None = None
 ) -> dict[str, Any]:
-    """The metadata of one instance's materialization (computed or cached)."""
+    """The metadata of one instance's materialization (computed or cached); `index_url`: the
+    store's SQL index (`store.index_url`), linked by `further/index` when there is one."""
     path = store_root / inst.cell.project.name / inst.cell.name / inst.key
     meta: dict[str, Any] = {
         T.LOGIC_KEY: inst.key,
@@ -86,6 +87,7 @@ def instance_metadata(
         meta[T.RELEASES] = dg.MetadataValue.json(releases)
     if inst.increment:
         meta[T.INCREMENTS] = inst.increment
+    meta.update(T.index_link(index_url, inst.key))
     return meta
 
 
@@ -166,6 +168,7 @@ def _record_upstream(
     """A materialization of its own asset (and partition) for each upstream instance this step
     computed, with its metadata and versions, so Dagster shows that work where it belongs."""
     root = location.store().root
+    index_url = getattr(location.store(), "index_url", None)
     for inst in upstream:
         outcome = report.outcomes.get(inst.key)
         cell_asset = location.projection.assets.get(inst.cell)
@@ -183,7 +186,7 @@ def _record_upstream(
         if cell_asset.partitions is not None and partition is None:
             context.log.info(f"{inst.label} is not a partition of its asset; not recorded there")
             continue
-        metadata = instance_metadata(root, inst, outcome.hit, outcome.duration_s)
+        metadata = instance_metadata(root, inst, outcome.hit, outcome.duration_s, index_url)
         metadata[T.COMPUTED_BY_STEP] = context.get_step_execution_context().step.key
         inputs = input_tags(context.instance, cell_asset.upstream)
         context.log_event(
@@ -210,6 +213,7 @@ def _output(
     by_partition = step.by_asset[key]
     fresh = {i.key for i in step.missing}
     root = location.store().root
+    index_url = getattr(location.store(), "index_url", None)
     mine = [inst for insts in by_partition.values() for inst in insts]
 
     def hit(inst: Instance) -> bool:
@@ -225,7 +229,7 @@ def _output(
     data_version = None
     if len(mine) == 1:
         (inst,) = mine
-        metadata = instance_metadata(root, inst, hit(inst), seconds_of(inst))
+        metadata = instance_metadata(root, inst, hit(inst), seconds_of(inst), index_url)
         data_version = dg.DataVersion(inst.key)
     else:
         # One materialization per partition, each with its own instance's metadata; what is
@@ -234,7 +238,7 @@ def _output(
         for pk, insts in by_partition.items():
             for inst in insts:
                 hits += hit(inst)
-                own = instance_metadata(root, inst, hit(inst), seconds_of(inst))
+                own = instance_metadata(root, inst, hit(inst), seconds_of(inst), index_url)
                 context.add_asset_metadata(own, partition_key=pk)
         metadata = {T.STEP_INSTANCES: len(mine), T.STEP_HITS: hits}
     metadata[T.STEP_SECONDS] = float(round(seconds, 4))

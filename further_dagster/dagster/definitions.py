@@ -101,8 +101,9 @@ def build_definitions(
             `UntrustedPickleError` naming this argument.
         asset_checks: ship the asset checks of further_dagster.dagster.checks:
             `stored_result_intact` on every cell asset and `release_within_shelf_life` on every
-            resource cell whose freshness is `current(shelf_life)` (none blocking), all in one
-            `multi_asset_check` (one node of the asset job); False leaves them out. A sequence
+            resource cell whose freshness is `current(shelf_life)` (none blocking), in
+            `multi_asset_check`s of up to `checks.CHECKS_PER_OP` (100) assets each (one node of
+            the asset job per 100 assets); False leaves them out. A sequence
             of asset checks definitions adds them to the shipped ones (as
             `dagster.Definitions(asset_checks=)` takes them).
 

@@ -35,6 +35,7 @@ from further_dagster.dagster import _compat
 from further_dagster.dagster.location import Location, location_of
 from further_dagster.dagster.run_config import SLURM_DEFAULTS, run_mode, slurm_layer
 from further_dagster.dagster.skip_cached import RECORD_CHOICES, SkipCachedExecutor
+from further_dagster.dagster.sqlite_events import install_sqlite_engine_cache
 from further_dagster.dagster.waves import WaveExecutor, wave_mode
 from further_dagster.engine.modes import Mode, parse_mode
 
@@ -102,7 +103,7 @@ class ModeExecutor(_compat.Executor):
     def execute(
         self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
     ) -> Iterator[_compat.DagsterEvent]:
-        _compat.install_sqlite_engine_cache()  # this process writes the run's events
+        install_sqlite_engine_cache()  # this process writes the run's events
         run = plan_context.dagster_run
         location = location_of(plan_context.reconstructable_job.get_definition())
         mode = run_mode(run.tags, {"execution": {"config": self.config}}, self.default_mode)

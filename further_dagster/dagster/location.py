@@ -26,13 +26,17 @@ from further_dagster.core.instances import (
     ReleaseLookup,
     Resolver,
 )
-from further_dagster.core.iterative import Increments
+from further_dagster.core.iterative import Increments, Transformer, transformer_tree
 from further_dagster.core.keys import STRUCTURAL_RELEASE
 from further_dagster.core.project import Project
 from further_dagster.dagster import tags as T
-from further_dagster.dagster.specs_config import config_increments, split_config
+from further_dagster.dagster.specs_config import (
+    config_increments,
+    config_transformers,
+    split_config,
+)
 from further_dagster.engine.increments import StoredIncrements
-from further_dagster.engine.labels import label_context, label_names
+from further_dagster.engine.labels import label_context, label_freshness, label_names
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.plan import missing
 from further_dagster.engine.projection import CellAsset, Projection
@@ -44,8 +48,9 @@ IO_MANAGER_KEY = "further_io_manager"
 
 
 def asset_key_for(cell: type[Cell]) -> dg.AssetKey:
-    """`[project, cell]`: the asset key of a cell."""
-    return dg.AssetKey([cell.project.name, cell.asset_name])
+    """`[project, cell]`: the asset key of a cell (`fit_v1_4` for an archived cell version,
+    `lib_v1_4` for the project part of an archived project version)."""
+    return dg.AssetKey([cell.project.asset_name, cell.asset_name])
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,21 @@ class Location:
             asset_key_for(cell): asset for cell, asset in self.projection.assets.items()
         }
         self.root = None if root is None or str(root) == "" else str(root)
-        self.default_freshness = freshness or FreshnessOverrides()
+        self.freshness = freshness or FreshnessOverrides()
+        self.default_freshness = self.freshness_for(self.labels)
         self.default_mode = parse_mode(mode, where="build_definitions(mode=...)")
         self.slurm_client = slurm_client
         self._stores: dict[Path, ArtifactStore] = {}
 
     def __repr__(self) -> str:
         return f"Location({len(self.asset_by_key)} assets, root={self.root!r})"
+
+    def freshness_for(self, labels: Sequence[str]) -> FreshnessOverrides:
+        """The freshness overrides under `labels`: their policies (routed labels' included),
+        below the location's own `freshness=`."""
+        if not labels or self.label_project is None:
+            return self.freshness
+        return label_freshness(self.label_project, labels).merged(self.freshness)
 
     def context_for(self, labels: Sequence[str]) -> CallContext:
         """The call context (params, specs, opts, called assignments) of `labels`."""
@@ -204,12 +217,16 @@ class Location:
         opts: Mapping[str, Any],
         releases: ReleaseLookup | None,
         labels: Sequence[str] | None = None,
+        transformers: Mapping[str, Transformer] | None = None,
     ) -> Instance:
-        """`inst` with some Specs (and Opts) set by a run's config: a new instance, with its own
-        logic key, resolved like a Session call with those values."""
+        """`inst` with some Specs (and Opts) or transformers set by a run's config: a new
+        instance, with its own logic key, resolved like a Session call with those values."""
         values = {**inst.specs.model_dump(), **specs}
         lookup = releases or (lambda cell, s: STRUCTURAL_RELEASE)
         context = replace(self.context_for(labels or self.labels), release_resolver=lookup)
+        if transformers:
+            tree, found = transformer_tree(self.graph, inst.cell, None, transformers)
+            context = replace(context, addressed=tree, transformers=found)
         resolver = Resolver(self.graph, context)
         return resolver.instance(inst.cell, values, root_opts={**inst.opts.model_dump(), **opts})
 
@@ -266,13 +283,25 @@ class Location:
                 by_asset[key] = labelled.instances_for(
                     cell, partitions[key], labelled.actual_instances(releases)
                 )
-            if specs or opts:
+            transformers = config_transformers(cell, given)
+            if specs or opts or transformers:
                 by_asset[key] = {
-                    pk: [self.configured(i, specs, opts, releases, labels) for i in insts]
+                    pk: [
+                        self.configured(i, specs, opts, releases, labels, transformers)
+                        for i in insts
+                    ]
                     for pk, insts in by_asset[key].items()
                 }
         targets = [i for by_pk in by_asset.values() for g in by_pk.values() for i in g]
-        return StepInstances(by_asset, missing(self.store(), targets, verify=verify), chosen)
+        todo = missing(self.store(), targets, verify=verify)
+        run_labels = tagged if tagged is not None else self.labels
+        for inst in todo:  # recorded in provenance; an asset's own labels below
+            inst.labels = run_labels
+        for key, by_pk in by_asset.items():
+            for group in by_pk.values():
+                for inst in group:
+                    inst.labels = tuple(chosen.get(key, ()))
+        return StepInstances(by_asset, todo, chosen)
 
 
 def labels_of_tags(tags: Mapping[str, str] | None) -> tuple[str, ...] | None:

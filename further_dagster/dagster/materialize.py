@@ -34,6 +34,7 @@ from further_dagster.dagster import tags as T
 from further_dagster.dagster.assets import instance_metadata
 from further_dagster.dagster.location import Location, location_of
 from further_dagster.dagster.run_config import run_partition_keys
+from further_dagster.dagster.sqlite_events import event_batch, install_sqlite_engine_cache
 from further_dagster.dagster.versions import input_tags, latest_data_version, version_tags
 from further_dagster.errors import FurtherError, SelectionError
 
@@ -148,7 +149,9 @@ def record_stored(
     root = location.store().root
     inputs = input_tags(instance, location.asset_by_key[key].upstream)
     for pk, group in stale.items():
-        meta = instance_metadata(root, group[0], True, 0.0)
+        meta = instance_metadata(
+            root, group[0], True, 0.0, getattr(location.store(), "index_url", None)
+        )
         meta[T.SKIPPED_STEP] = True
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
@@ -203,12 +206,16 @@ def materialize(
         print(text, file=stream, flush=True)
 
     ok = True
+    install_sqlite_engine_cache()  # this process writes the cache hits and creates the runs
     with dg.DagsterInstance.get() as instance:
         for number, planned in enumerate(runs, 1):
             say(f"run {number}/{len(runs)}: {planned.describe()}")
             stored = stored_keys(location, planned)
             if stored:
-                recorded = sum(record_stored(instance, location, k, g) for k, g in stored.items())
+                with event_batch(instance):  # one commit for all of them (SQLite)
+                    recorded = sum(
+                        record_stored(instance, location, k, g) for k, g in stored.items()
+                    )
                 note = f" ({recorded} newly recorded as cache hits)" if recorded else ""
                 say(f"  {len(stored)} asset(s) already stored, left out of the run{note}")
             keys = [k for k in planned.keys if k not in stored]

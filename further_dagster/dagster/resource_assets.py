@@ -110,7 +110,7 @@ def resource_asset(location: Location, asset: CellAsset) -> Any:
         # AssetSpec-based: no deprecated SourceAsset, and the code version shows in the UI
         decorate = dg.multi_observable_source_asset(
             specs=[spec],
-            name=f"{cell.project.name}__{cell.asset_name}",
+            name=f"{cell.project.asset_name}__{cell.asset_name}",
             required_resource_keys={RESOURCE_KEY},
         )
         return decorate(_observe)

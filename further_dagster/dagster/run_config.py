@@ -28,7 +28,7 @@ from typing import Any
 from further_dagster.core.freshness import FreshnessOverrides, normalize_freshness
 from further_dagster.dagster import _compat
 from further_dagster.dagster import tags as T
-from further_dagster.dagster.location import RESOURCE_KEY, Location
+from further_dagster.dagster.location import RESOURCE_KEY, Location, labels_of_tags
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.projection import CellAsset
 from further_dagster.slurm import SlurmSpec, merge
@@ -100,8 +100,10 @@ def configured_freshness(run_config: Mapping[str, Any] | None) -> Any:
 def run_freshness(
     location: Location, tags: Mapping[str, str] | None, run_config: Mapping[str, Any] | None
 ) -> FreshnessOverrides:
-    """The freshness overrides of one run: code location < run config < run tag."""
-    overrides = location.default_freshness
+    """The freshness overrides of one run: code location (under the run's labels, when its
+    `further/init_label` tag names some) < run config < run tag."""
+    tagged = labels_of_tags(tags)
+    overrides = location.default_freshness if tagged is None else location.freshness_for(tagged)
     cells = location.graph.cells()
     configured = configured_freshness(run_config)
     if configured:

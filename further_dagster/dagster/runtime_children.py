@@ -66,6 +66,7 @@ def _materialize_child(
                 T.COMPUTED_BY_STEP: step_key,
                 T.RUNTIME_CALLER: caller,
                 T.SPECS: dg.MetadataValue.json(call.get("values") or {}),
+                **T.index_link(getattr(location.store(), "index_url", None), key),
             },
             tags={
                 _compat.DATA_VERSION_TAG: key,

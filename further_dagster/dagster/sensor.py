@@ -38,6 +38,7 @@ from further_dagster.dagster.resource_assets import (
     observation_metadata,
     release_labels,
 )
+from further_dagster.dagster.sqlite_events import event_batch, install_sqlite_engine_cache
 from further_dagster.dagster.versions import version_tags
 from further_dagster.engine.plan import missing
 from further_dagster.engine.releases import Clock
@@ -165,7 +166,10 @@ def evaluate_releases(
             waiting.add(inst.skey)
         else:
             stored.append(inst)
-    hits = _report_hits(location, store, actual, stored, instance)
+    if instance is not None:
+        install_sqlite_engine_cache()
+    with event_batch(instance):  # the hits in one commit (SQLite); each reads the ones before
+        hits = _report_hits(location, store, actual, stored, instance)
     if log is not None and hits:
         log.info(
             f"{len(hits)} instance(s) the new release(s) reach are stored: reported as cache "
@@ -311,7 +315,9 @@ def _report_hits(
                 asset_key=key,
                 partition=pk,
                 description="cache hit: the release switched to a stored result",
-                metadata=instance_metadata(store.root, inst, True, 0.0),
+                metadata=instance_metadata(
+                    store.root, inst, True, 0.0, getattr(store, "index_url", None)
+                ),
                 tags=version_tags(inst, inputs),
             )
         )

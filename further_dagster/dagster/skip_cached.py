@@ -34,6 +34,7 @@ from further_dagster.dagster.location import Location, asset_key_for
 from further_dagster.dagster.resource_assets import data_version_of, observation_metadata
 from further_dagster.dagster.run_config import run_freshness, run_partition_keys
 from further_dagster.dagster.specs_config import op_config
+from further_dagster.dagster.sqlite_events import event_batch, install_sqlite_engine_cache
 from further_dagster.dagster.versions import (
     input_tags,
     latest_data_version,
@@ -137,7 +138,7 @@ class SkipCachedExecutor(_compat.Executor):
     def execute(
         self, plan_context: _compat.PlanOrchestrationContext, execution_plan: _compat.ExecutionPlan
     ) -> Iterator[_compat.DagsterEvent]:
-        _compat.install_sqlite_engine_cache()  # this process writes the run's events
+        install_sqlite_engine_cache()  # this process writes the run's events
         started = time.perf_counter()
         planned = plan_steps(self.location, execution_plan, plan_context.dagster_run)
         cached, actual = planned.cached, planned.actual
@@ -145,19 +146,27 @@ class SkipCachedExecutor(_compat.Executor):
         all_steps = [s.key for s in execution_plan.get_all_steps_in_topo_order()]
         skipped = {*cached, *now_checks, *after_checks}
         to_run = [k for k in all_steps if k not in skipped]
-        yield from self._observe_releases(plan_context, actual)
         if cached:
             # where a person looks first: the run's tags (and the engine event below)
             plan_context.instance.add_run_tags(
                 plan_context.run_id, {T.CACHED_STEPS: str(len(cached))}
             )
-            yield self._summary(plan_context, cached, to_run, time.perf_counter() - started)
-            if self.record != "none":
-                root = self.location.store().root
-                for step_key, entries in cached.items():
-                    for asset_key, by_pk in entries:
-                        yield from self._record(plan_context, step_key, asset_key, by_pk, root)
-        yield from self._evaluate_checks(plan_context, now_checks, actual, digest=None)
+        # An event is stored as it is made: made in one batch, the run's releases, the cached
+        # steps' records and their checks share one commit (each still reads what the ones
+        # before it wrote: an input pointer is the storage id of the upstream's new record).
+        with event_batch(plan_context.instance):
+            before = list(self._observe_releases(plan_context, actual))
+            if cached:
+                before.append(
+                    self._summary(plan_context, cached, to_run, time.perf_counter() - started)
+                )
+                if self.record != "none":
+                    root = self.location.store().root
+                    for step_key, entries in cached.items():
+                        for asset_key, by_pk in entries:
+                            before += self._record(plan_context, step_key, asset_key, by_pk, root)
+            before += self._evaluate_checks(plan_context, now_checks, actual, digest=None)
+        yield from before
         if not to_run:
             return
         if isinstance(self.inner, WaveExecutor):
@@ -188,7 +197,9 @@ class SkipCachedExecutor(_compat.Executor):
                 )
             except FurtherError:
                 return
-            yield from self._evaluate_checks(plan_context, done, actual, digest=True)
+            with event_batch(plan_context.instance):
+                after = list(self._evaluate_checks(plan_context, done, actual, digest=True))
+            yield from after
 
     def _checks_here(
         self,
@@ -329,7 +340,9 @@ class SkipCachedExecutor(_compat.Executor):
         # Recorded now, after the upstream steps' own events: their versions are the current ones.
         inputs = input_tags(plan_context.instance, upstream)
         for pk, group in by_pk.items():
-            meta = instance_metadata(store_root, group[0], True, 0.0)
+            meta = instance_metadata(
+                store_root, group[0], True, 0.0, getattr(self.location.store(), "index_url", None)
+            )
             meta[T.SKIPPED_STEP] = True
             payload: dg.AssetMaterialization | dg.AssetObservation
             if self.record == "materialization":

@@ -5,8 +5,11 @@ instance with those Specs (every other field keeps the value the code location r
 it is materialized and recorded under its own logic key, so a Session calling the cell with
 the same values finds it stored. Opts go under `opts` (never part of a key), labels of the
 project's `project_inits.yaml` under `project_init_label` (a name or a list, replacing the code
-location's labels for this asset's instances). Each field is typed from its annotation, so a
-wrong field or type fails before the run, naming it.
+location's labels for this asset's instances), transformers (core/iterative.py) under
+`transformers`: `{"fits/data": "Standardize"}` or `{"fits/data": {"transformer": "Standardize",
+"specs": {"factor": 0.25}}}`, by the name registered on the cell's project or as an importable
+"module:Class". Each field is typed from its annotation, so a wrong field or type fails before
+the run, naming it.
 """
 
 from __future__ import annotations
@@ -20,11 +23,37 @@ import dagster as dg
 from pydantic import BaseModel
 
 from further_dagster.core.cell import Cell
-from further_dagster.core.iterative import Increments
+from further_dagster.core.iterative import Increments, Transformer, find_transformer
 
 OPTS_KEY = "opts"
 LABEL_KEY = "project_init_label"
 INCREMENTS_KEY = "increments"
+TRANSFORMERS_KEY = "transformers"
+_TRANSFORMERS_FIELD: list[dg.Field] = []  # one Field shared by every asset (cheap to load)
+
+
+def _transformers_field() -> dg.Field:
+    if not _TRANSFORMERS_FIELD:
+        one = dg.ScalarUnion(
+            scalar_type=dg.String,
+            non_scalar_schema={
+                "transformer": dg.Field(dg.String, description="its name or module:Class"),
+                "specs": dg.Field(dg.Permissive(), is_required=False, description="its Specs"),
+            },
+        )
+        _TRANSFORMERS_FIELD.append(
+            dg.Field(
+                dg.Map(str, one),
+                is_required=False,
+                description=(
+                    "transformers for this run, by edge path: {'fits/data': 'Standardize'} or "
+                    "{'fits/data': {'transformer': 'Standardize', 'specs': {...}}}; a name "
+                    "registered on the project (class T(Transformer, project=p)) or "
+                    "'module:Class'"
+                ),
+            )
+        )
+    return _TRANSFORMERS_FIELD[0]
 
 
 def _config_type(annotation: Any) -> Any:
@@ -80,6 +109,8 @@ def specs_config_schema(cell: type[Cell]) -> dict[str, dg.Field] | None:
                 "{more: K} (default: the cell's own instruction)"
             ),
         )
+    if cell.req_cells and TRANSFORMERS_KEY not in schema:
+        schema[TRANSFORMERS_KEY] = _transformers_field()
     if LABEL_KEY not in schema and cell.project.inits_path is not None:
         if cell.project.inits_path.exists():
             schema[LABEL_KEY] = dg.Field(
@@ -101,11 +132,39 @@ def config_increments(cell: type[Cell], config: Mapping[str, Any] | None) -> Inc
     return Increments(**dict(given))
 
 
+def config_transformers(
+    cell: type[Cell], config: Mapping[str, Any] | None
+) -> dict[str, Transformer] | None:
+    """The transformers (edge path -> instance) an op config gives `cell`'s instances (None:
+    none).
+
+    Raises:
+        TransformerError: a name neither registered on the cell's project nor importable
+            (the message lists the project's transformers).
+        SpecsValidationError: `specs` the transformer's Specs refuse.
+    """
+    given = (config or {}).get(TRANSFORMERS_KEY)
+    if not given or TRANSFORMERS_KEY in cell.Specs.model_fields:
+        return None
+    found: dict[str, Transformer] = {}
+    for path, chosen in dict(given).items():
+        where = f"{cell.full_name}: op config {TRANSFORMERS_KEY}[{path!r}]"
+        if isinstance(chosen, str):
+            name, specs = chosen, {}
+        else:
+            name, specs = str(chosen["transformer"]), dict(chosen.get("specs") or {})
+        found[path] = find_transformer(name, cell.project, where)(**specs)
+    return found
+
+
 def split_config(
     cell: type[Cell], config: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...] | None]:
-    """(Specs values, Opts values, labels or None) given in an op config."""
+    """(Specs values, Opts values, labels or None) given in an op config (its `increments`
+    and `transformers`: `config_increments`, `config_transformers`)."""
     values = dict(config or {})
+    if TRANSFORMERS_KEY not in cell.Specs.model_fields:
+        values.pop(TRANSFORMERS_KEY, None)
     if cell.is_incrementing and INCREMENTS_KEY not in cell.Specs.model_fields:
         values.pop(INCREMENTS_KEY, None)
     opts = values.pop(OPTS_KEY, None) if OPTS_KEY not in cell.Specs.model_fields else None
@@ -125,7 +184,9 @@ __all__ = [
     "INCREMENTS_KEY",
     "LABEL_KEY",
     "OPTS_KEY",
+    "TRANSFORMERS_KEY",
     "config_increments",
+    "config_transformers",
     "op_config",
     "specs_config_schema",
     "split_config",

@@ -7,6 +7,8 @@ describe what a materialization or observation recorded.
 
 from __future__ import annotations
 
+from further_dagster.settings import redact_url
+
 # --- run tags a user (or the sensor) sets -------------------------------------------------
 MODE_TAG = "further/mode"  # the run's mode ceiling: INLINE, LOCAL, LOCAL_PROCESSES, DASK, SLURM
 FRESHNESS_TAG = "further/freshness"  # freshness overrides of resource cells for the run
@@ -38,6 +40,8 @@ KIND = "further"  # the asset kind shown in the UI
 
 # --- metadata keys of materializations, observations and engine events ---------------------
 LOGIC_KEY = "further/logic_key"
+INDEX = "further/index"  # the SQL fetching the instance's row of the SQL index
+INDEX_URL = "further/index_url"  # which index (its URL without password)
 CACHE = "further/cache"
 SPECS = "further/specs"
 ARTIFACT_PATH = "further/artifact_path"
@@ -68,3 +72,12 @@ RESOURCE = "further/resource"
 FRESHNESS = "further/freshness"
 STORED = "further/stored"
 HISTORY = "further/history"
+
+
+def index_link(index_url: str | None, key: str) -> dict[str, str]:
+    """The metadata linking a materialization to the instance's row of the SQL index (none
+    when the store keeps no index): `further/index`, the SQL fetching that row (for
+    `session.query`), and `further/index_url`, which index (without its password)."""
+    if index_url is None:
+        return {}
+    return {INDEX: f"SELECT * FROM instances WHERE key = '{key}'", INDEX_URL: redact_url(index_url)}

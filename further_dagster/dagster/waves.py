@@ -10,7 +10,9 @@ Meanwhile Dagster's own in-process executor runs the steps in dependency order: 
 (dagster/assets.py) first waits here for its instances (`wave_report`), then records what the
 engine did as its own events (materializations with the logic keys as data versions, logs),
 exactly as if it had computed them. So retries, failures, skipped downstream steps, hooks and
-event logs are Dagster's own.
+event logs are Dagster's own. Once the instances are in, recording is all a step does, and on
+SQLite the commits were most of it: the steps' events are stored in batches (sqlite_events.py),
+committed at least every second and whenever a step waits or computes.
 
 A failed instance fails its step (its dependents in the engine are blocked, and Dagster skips
 the downstream steps); a retry of that step (RetryPolicy) computes in the step itself, as the
@@ -31,12 +33,20 @@ from typing import Any
 from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
 from further_dagster.dagster import tags as T
+from further_dagster.dagster.sqlite_events import (
+    event_batch,
+    suspend_event_batch,
+    suspended_event_batch,
+)
 from further_dagster.engine.modes import Mode
 from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.errors import FurtherError
 from further_dagster.store import Outcome, Store
 
 log = logging.getLogger("further")
+
+_STARTS = ("STEP_START", "STEP_RESTARTED")  # a retry restarts its step
+COMMIT_S = 1.0  # the longest a batch of the run's step events stays uncommitted
 
 
 def wave_mode(mode: Mode) -> bool:
@@ -76,6 +86,11 @@ class Waves:
         report = self.report
         return key in report.outcomes or key in report.failed or key in report.blocked
 
+    def reports(self, step_key: str) -> bool:
+        """Will the step record what the engine computes (rather than compute in its body)?
+        It is in the wave and has not asked yet (a retry computes in its body)."""
+        return step_key in self.by_step and step_key not in self.consumed
+
     def wait(self, step_key: str) -> RunReport | None:
         """Block until the engine settled every instance of `step_key`; its outcomes, or None
         when the step computes itself (not in the wave, a retry, or the engine crashed).
@@ -84,23 +99,34 @@ class Waves:
         way, or succeeds if Dagster retried that upstream step meanwhile)."""
         keys = self.by_step.get(step_key)
         if keys is None or step_key in self.consumed:
+            suspend_event_batch()  # the step computes in its body
             return None
         self.consumed.add(step_key)
+
+        def done() -> bool:
+            return self.finished or all(self._settled(k) for k in keys)
+
         with self._cond:
-            # a failure does not call `on_done` (no engine hook for it): poll for those
-            while not (self.finished or all(self._settled(k) for k in keys)):
-                self._cond.wait(timeout=0.05)
+            waiting = not done()
+        if waiting:
+            with suspended_event_batch(), self._cond:  # nobody waits for this thread's batch
+                # a failure does not call `on_done` (no engine hook for it): poll for those
+                while not done():
+                    self._cond.wait(timeout=0.05)
+        with self._cond:
             report = self.report
             if not all(self._settled(k) for k in keys):
                 log.warning(
                     "the wave engine stopped (%s); step %s computes itself", self.crashed, step_key
                 )
+                suspend_event_batch()
                 return None
             for key in keys:
                 if key in report.failed and self.owned.get(key) == step_key:
                     raise report.failed[key]
             if any(k in report.failed or k in report.blocked for k in keys):
-                return None  # an upstream failed: the step computes what is missing itself
+                suspend_event_batch()  # the step computes what is missing itself
+                return None
             mine = RunReport()
             for key in keys:
                 outcome = report.outcomes[key]
@@ -225,12 +251,37 @@ class WaveExecutor(_compat.Executor):
             _ACTIVE[run_id] = waves
         thread.start()
         try:
-            yield from self.inner.execute(context, execution_plan)
+            yield from self._batched(plan_context.instance, waves, context, execution_plan)
         finally:
             waves.cancelled = True  # only matters when a step left before its wave finished
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(run_id, None)
             thread.join(timeout=None if waves.finished else 5.0)
+
+    def _batched(
+        self,
+        instance: Any,
+        waves: Waves,
+        context: _compat.PlanOrchestrationContext,
+        execution_plan: _compat.ExecutionPlan,
+    ) -> Iterator[_compat.DagsterEvent]:
+        """The in-process executor's events, stored in batches (sqlite_events.py) while the
+        steps only record what the engine computed: once its instances are settled, a step of
+        the wave records its events in no time but for the commits, which were most of the
+        sequential part of a run. A step that computes (a retry, a step outside the wave, one
+        whose upstream instance failed) runs with the batch committed and let go of, and so
+        does a step while it waits for the engine (`Waves.wait`); the batch commits at least
+        every `COMMIT_S` seconds, so the UI follows."""
+        with event_batch(instance) as batch:
+            for event in self.inner.execute(context, execution_plan):
+                if batch is not None:
+                    if event.event_type_value in _STARTS and event.step_key is not None:
+                        if waves.reports(event.step_key):
+                            batch.resume()
+                        else:
+                            batch.suspend()
+                    batch.commit(older_than=COMMIT_S)
+                yield event
 
 
 __all__ = ["WaveExecutor", "Waves", "wave_mode", "wave_report", "wave_steps"]

@@ -19,12 +19,13 @@ Trust: a pickled contribution of project q, read as an input of a cell of projec
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from further_dagster.core.cell import Contributions, check_type
+from further_dagster.core.cell import Cell, Contributions, check_type
 from further_dagster.core.instances import Instance
 from further_dagster.core.iterative import PREVIOUS_EDGE
 from further_dagster.engine.dynamic import RuntimeCalls
@@ -38,7 +39,7 @@ from further_dagster.errors import (
     UntrustedInputError,
     UntrustedPickleError,
 )
-from further_dagster.store import Computed, Expected, Outcome, Store
+from further_dagster.store import Computed, Expected, Outcome, Store, layout
 from further_dagster.store.codecs import Pinned
 
 log = logging.getLogger("further")
@@ -61,6 +62,106 @@ class ContributionCache:
             with self._lock:
                 self._values[slot] = found
         return found
+
+
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _immutable(value: Any) -> bool:
+    """Can one loaded value be handed out twice (no caller can change it in place)?"""
+    if type(value) in _IMMUTABLE:
+        return True
+    if type(value) in (tuple, frozenset):
+        return all(_immutable(v) for v in value)
+    return False
+
+
+_Stamp = tuple[int, ...]
+
+
+class ResultCache:
+    """The results a Session returned, handed out again while their result is unchanged.
+
+    A repeat cached call would otherwise read, hash and decode every result again (most of
+    its cost). An entry is reused only while every file of the result (its manifest and each
+    contribution's file) keeps its inode, size, mtime and ctime: a recompute, a quarantine or
+    any write to a file changes them, and ctime cannot be set back by a user. Also the cell
+    must declare the same contributions and codec, and every value be immutable: a list,
+    dict or array is loaded anew each time, so what one caller changes in place never reaches
+    another. What it hands out was checked (digests, declared types) when it was loaded;
+    damage no write explains (a failing disk) is found by the next load that reads the file.
+    """
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self._found: dict[str, tuple[tuple[str, ...], _Stamp, Any, Any, Contributions]] = {}
+        # key -> the call in which `stored` found its manifest unchanged: its load then looks
+        # no more (the plan's look and the load's are microseconds apart, as two stats were)
+        self._looked: dict[str, int] = {}
+        self._call = 0
+
+    def next_call(self) -> None:
+        """A new call starts: what `stored` saw before counts no more."""
+        self._call += 1
+
+    def stored(self, store: Store, inst: Instance) -> bool:
+        """`is_stored(store, inst)`, by the manifest's stamp for a cached result: one stat for
+        the plan and the load together."""
+        found = self._found.get(inst.key)
+        if found is not None and _stamp_of(found[0]) == found[1]:
+            self._looked[inst.key] = self._call
+            return True
+        cell = inst.cell
+        return store.is_stored(cell.project.name, cell.name, inst.key)
+
+    def load(self, store: Store, inst: Instance) -> Contributions:
+        """`load(store, inst)` (reader None), from the cache when nothing changed."""
+        cell = inst.cell
+        found = self._found.get(inst.key)
+        if found is not None:
+            path, stamp_was, contributions, codec, result = found
+            if (
+                (self._looked.get(inst.key) == self._call or _stamp_of(path) == stamp_was)
+                and contributions == cell.contributions
+                and codec == cell.codec
+            ):
+                return result
+            del self._found[inst.key]
+            self._looked.pop(inst.key, None)
+        project, name = cell.project.name, cell.name
+        # stamped before loading: a change while it loads shows at the next call
+        path = _files_of(layout.result_dir(store.instance_dir(project, name, inst.key)))
+        stamp = _stamp_of(path) if path else None
+        result = load(store, inst)
+        if stamp is not None and all(_immutable(v) for v in result.to_dict().values()):
+            if len(self._found) >= self.limit:
+                oldest = next(iter(self._found))
+                del self._found[oldest]
+                self._looked.pop(oldest, None)
+            self._found[inst.key] = (path, stamp, dict(cell.contributions), cell.codec, result)
+        return result
+
+
+def _files_of(result: Path) -> tuple[str, ...]:
+    """The manifest first, then the contributions' files of a result directory (none if it is
+    gone); provenance is not a value a caller gets."""
+    manifest, skip = layout.MANIFEST_NAME, (layout.MANIFEST_NAME, layout.PROVENANCE_NAME)
+    try:
+        names = sorted(n for n in os.listdir(result) if n not in skip)
+    except OSError:
+        return ()
+    return (str(result / manifest), *(str(result / n) for n in names))
+
+
+def _stamp_of(paths: tuple[str, ...]) -> _Stamp | None:
+    stamp: list[int] = []
+    try:
+        for path in paths:
+            st = os.stat(path)
+            stamp += (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        return None
+    return tuple(stamp)
 
 
 def expected_of(inst: Instance, reader: str | None = None) -> Expected:
@@ -126,14 +227,18 @@ def _quarantined(store: Store, inst: Instance, exc: CorruptArtifactError) -> Cor
 
 
 def provenance_of(inst: Instance) -> dict[str, Any]:
-    if not inst.increment and not inst.transformed:
-        return _provenance(inst)
-    extra: dict[str, Any] = {}
+    record = _provenance(inst)
+    if not inst.increment and not inst.transformed and not inst.labels:
+        return record
+    extra: dict[str, Any] = dict(record.get("extra") or {})
     if inst.increment:  # the base key lets a result find its earlier increments
         extra.update(increment=inst.increment, increment_base=inst.base)
     if inst.transformed:
         extra["transformers"] = list(inst.transformed)
-    return {**_provenance(inst), "extra": extra}
+    if inst.labels:
+        extra["labels"] = list(inst.labels)
+    record["extra"] = extra
+    return record
 
 
 def _provenance(inst: Instance) -> dict[str, Any]:
@@ -148,13 +253,17 @@ def _provenance(inst: Instance) -> dict[str, Any]:
         "opts": inst.opts.model_dump(mode="json"),
         "deps": inst.dep_keys(),
         "releases": inst.releases(),
-        **({"extra": extra} if (extra := _extra(queries_of(cell), cell.recorded)) else {}),
+        **({"extra": extra} if (extra := _extra(cell, queries_of(cell))) else {}),
     }
 
 
-def _extra(queries: dict[str, dict[str, str]], recorded: tuple[str, ...]) -> dict[str, Any]:
-    """Provenance facts known before make(): QUERY texts, contributions to record."""
+def _extra(cell: type[Cell], queries: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Provenance facts known before make(): the project's version (when not the default),
+    QUERY texts, contributions to record."""
     extra: dict[str, Any] = {}
+    recorded = cell.recorded
+    if cell.project.key_version is not None:
+        extra["project_version"] = cell.project.key_version
     if queries:
         extra["queries"] = queries
     if recorded:

@@ -5,7 +5,8 @@ they are resolved here, in the process computing the caller, exactly as a static
 same call would be (the call's project params and addressed specs travel on the edge), then
 computed inline if missing and loaded. Each child is an ordinary memoized instance: a second
 caller asking for the same values finds it stored. What was called is returned as JSON-able
-records for the caller's provenance (`extra["runtime_calls"]`).
+records for the caller's provenance (`extra["runtime_calls"]`). The rounds of a recursive unit
+also resolve with the unit's Specs on every loop cell (core/units.py `loop_specs`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from further_dagster.core.graph import DefinitionGraph
 from further_dagster.core.instances import CallContext, DynamicEdge, Instance, Resolver
 from further_dagster.core.params import RAND
 from further_dagster.core.project import Project, generation
+from further_dagster.core.units import loop_specs
 from further_dagster.errors import DynamicCallError
 from further_dagster.store import Store
 
@@ -110,7 +112,7 @@ class RuntimeCalls:
         if resolver is None:
             context = CallContext(
                 params=edge.params,
-                specs=edge.specs,
+                specs=loop_specs(self.inst.cell, self.inst.specs, edge.specs),
                 release_resolver=ReleaseResolver(self.store),
                 increment_counter=StoredIncrements(self.store),
             )

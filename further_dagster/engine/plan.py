@@ -15,7 +15,7 @@ is recomputed instead of reported as a hit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,14 +54,16 @@ def missing(
     *,
     order: Sequence[Instance] | None = None,
     verify: bool = False,
+    looked: Callable[[Store, Instance], bool] | None = None,
 ) -> list[Instance]:
     """The instances (dependencies first) to compute so that every target is stored.
 
     A stored instance is never descended into, so a stored target costs one stat and its
     upstream is not looked at. `order` is `walk(targets)` when the caller has it already.
-    `verify=True` judges "stored" by `is_intact` (and moves what fails aside) instead of a stat.
+    `verify=True` judges "stored" by `is_intact` (and moves what fails aside) instead of a stat;
+    `looked` replaces the stat (a Session's `ResultCache.stored`, which looks once for both).
     """
-    stored = is_intact if verify else is_stored
+    stored = is_intact if verify else looked or is_stored
     needed = {t.key for t in targets}
     out: list[Instance] = []
     for inst in reversed(order if order is not None else walk(list(targets))):
@@ -69,7 +71,11 @@ def missing(
         if inst.key not in needed or stored(store, inst):
             continue
         out.append(inst)
-        needed.update(d.key for d in inst.dep_instances())
+        for dep in inst.deps.values():
+            if isinstance(dep, tuple):
+                needed.update([d.key for d in dep])
+            else:
+                needed.add(dep.key)
     out.reverse()
     return out
 
@@ -127,11 +133,12 @@ def plan_for(
     releases: tuple[Resolved, ...] = (),
     instances: list[Instance] | None = None,
     verify: bool = False,
+    looked: Callable[[Store, Instance], bool] | None = None,
 ) -> Plan:
     """The Plan of `roots` against `store` (`instances`: the walk of `roots`, if known;
-    `verify`: judge "stored" by `Store.is_intact`, see `missing`)."""
+    `verify`, `looked`: how "stored" is judged, see `missing`)."""
     every = instances if instances is not None else walk(list(roots))
-    todo = missing(store, roots, order=every, verify=verify)
+    todo = missing(store, roots, order=every, verify=verify, looked=looked)
     return Plan(
         roots=list(roots),
         instances=every,

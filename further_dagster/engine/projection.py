@@ -205,7 +205,7 @@ class Projection:
         fields = _differing_fields(insts)  # once per cell: a sweep of n points is O(n)
         keys = partition_keys(insts, fields)
         labels = {k: _label(fields, i) for k, i in zip(keys, insts, strict=True)}
-        parts = PartitionSet(f"{cell.project.name}__{cell.asset_name}", keys, labels)
+        parts = PartitionSet(f"{cell.project.asset_name}__{cell.asset_name}", keys, labels)
         return CellAsset(cell, parts, {k: [i] for k, i in zip(keys, insts, strict=True)})
 
     @staticmethod

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from further_dagster.core.cell import Cell, Contributions
 from further_dagster.core.instances import Instance
 from further_dagster.core.project import resolve_cell
-from further_dagster.errors import RecordIndexError
+from further_dagster.core.versions import key_version, parse_version, split_address
+from further_dagster.errors import RecordIndexError, UnknownCellError, VersionError
 from further_dagster.store import ArtifactStore, Expected
 
 if TYPE_CHECKING:
@@ -50,13 +51,34 @@ def _checked_url(store: ArtifactStore) -> str:
     return url
 
 
-def _split(cell: str | type[Cell]) -> tuple[str, str]:
-    if isinstance(cell, type):
-        return cell.project.name, cell.name
-    project, dot, name = str(cell).rpartition(".")
-    if not dot or not project:
+def _split(cell: str | type[Cell]) -> tuple[str, str, dict[str, Any]]:
+    """Project, cell and the version columns a reference pins.
+
+    A project's versions are different projects in the record: a reference names one (its
+    `@version`, else the current version defined in this process; NULL is the default 1).
+    Cell versions share a view (its `api_version` column); only an explicit `cell@1.4` pins one.
+    A reference to a cell this process does not define pins only what it spells out.
+    """
+    try:
+        target = resolve_cell(cell)
+    except (UnknownCellError, VersionError):  # not defined here: read the record as it is
+        target = None
+    if target is not None:
+        pins: dict[str, Any] = {"project_version": target.project.key_version}
+        address = split_address(cell) if isinstance(cell, str) else None
+        if address is not None and address.cell_version is not None:
+            pins["api_version"] = str(target.api_version)
+        return target.project.name, target.name, pins
+    address = split_address(str(cell))
+    if address is None or address.project is None:
         raise RecordIndexError(f"{cell!r} is not 'project.cell' (e.g. 'study.fit')")
-    return project, name
+    pins = {}
+    if address.project_version is not None:
+        version = parse_version(address.project_version, where=f"cell reference {cell!r}")
+        pins["project_version"] = key_version(version)
+    if address.cell_version is not None:
+        pins["api_version"] = address.cell_version
+    return address.project, address.cell, pins
 
 
 def query(store: ArtifactStore, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -77,8 +99,8 @@ def instances(
     ...) equal `where`'s values; a list value matches any of its items."""
     from further_dagster.store.index.query import select_cell
 
-    project, name = _split(cell)
-    conditions = dict(where or {})
+    project, name, pins = _split(cell)
+    conditions = {**pins, **(where or {})}
     if status is not None:
         conditions["status"] = status
     return select_cell(_checked_url(store), project, name, conditions)
@@ -176,6 +198,8 @@ def _mapping(text: str | None) -> str:
     value = json.loads(text)
     if isinstance(value, dict):
         return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(value.items())) or "-"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) or "-"
     return json.dumps(value)
 
 
@@ -214,7 +238,10 @@ def render(node: Node, depth: int = 0) -> list[str]:
     row = node.row
     if row is None:
         return [f"{pad}{edge}?@{node.key[:12]}  (not in the index)"]
-    lines = [f"{pad}{edge}{row['project']}.{row['cell']}@{node.key[:12]}  {row['status']}"]
+    project = row["project"]
+    if row.get("project_version"):
+        project = f"{project}@{row['project_version']}"
+    lines = [f"{pad}{edge}{project}.{row['cell']}@{node.key[:12]}  {row['status']}"]
     detail = [
         ("key", node.key),
         (

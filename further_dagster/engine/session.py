@@ -20,16 +20,15 @@ from further_dagster.core.instances import (
     CallContext,
     Instance,
     Resolver,
-    walk,
 )
 from further_dagster.core.iterative import Increments, transformer_tree
 from further_dagster.core.params import has_var
 from further_dagster.core.project import Project, generation, resolve_cell
 from further_dagster.core.query import query_runner
 from further_dagster.engine import record
-from further_dagster.engine.compute import load
+from further_dagster.engine.compute import ResultCache, load
 from further_dagster.engine.increments import StoredIncrements, increment_of, result_instance
-from further_dagster.engine.labels import with_labels
+from further_dagster.engine.labels import label_names, with_labels
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.plan import Plan, plan_for
 from further_dagster.engine.queries import runner_for
@@ -108,6 +107,7 @@ class Session:
         self._projects = list(projects)
         self._graphs: dict[tuple[str, ...], tuple[DefinitionGraph, int]] = {}
         self._plans: dict[str, _CachedPlan] = {}
+        self._results = ResultCache()
         self.last_report: RunReport | None = None
         if progress:
             _install_console_logging()
@@ -118,7 +118,7 @@ class Session:
         projects = list(self._projects)
         if target.project not in projects:
             projects.append(target.project)
-        names = tuple(sorted(p.name for p in projects))
+        names = tuple(sorted(p.address for p in projects))
         current = generation()
         cached = self._graphs.get(names)
         if cached is None or cached[1] != current:
@@ -161,12 +161,17 @@ class Session:
             )
         all_params = {**(project_params or {})}
         if params:
-            all_params[target.project.name] = {**all_params.get(target.project.name, {}), **params}
+            own = target.project.address  # lib@1.4 for a cell of an archived project
+            all_params[own] = {**all_params.get(own, {}), **params}
         plan_key = repr((target.full_name, values, all_params, specs, opts, addressed, assignments))
         cached = self._plans.get(plan_key) if increments is None and not transformed else None
         if cached is not None and freshness is None and cached.valid():
             return plan_for(
-                self.store, cached.roots, swept=cached.swept, instances=cached.instances
+                self.store,
+                cached.roots,
+                swept=cached.swept,
+                instances=cached.instances,
+                looked=self._results.stored,
             )
         releases = self._release_resolver(graph, freshness)
         swept = has_var(values) or any(
@@ -179,37 +184,48 @@ class Session:
         # QUERY values come from the store's index while this call resolves
         counter = StoredIncrements(self.store)
         with _no_gc(), query_runner(runner_for(self.store)) as queries:
+            context: CallContext | None = None
+            last_tags = None
             for combo_values, combo_params, combo_specs, tags in sweep.combos():
-                context = CallContext(
-                    params=combo_params,
-                    specs=combo_specs,
-                    opts=opts or {},
-                    release_resolver=releases,
-                    assignments=assignments,
-                    addressed=tree,
-                    increment_counter=counter,
-                    transformers=transformed,
-                )
-                resolver.use(context, tags)
+                # combinations that differ only in the root values share one context
+                if (
+                    context is None
+                    or combo_params is not context.params
+                    or combo_specs is not context.specs
+                    or tags is not last_tags
+                ):
+                    context = CallContext(
+                        params=combo_params,
+                        specs=combo_specs,
+                        opts=opts or {},
+                        release_resolver=releases,
+                        assignments=assignments,
+                        addressed=tree,
+                        increment_counter=counter,
+                        transformers=transformed,
+                    )
+                    resolver.use(context, tags)
+                    last_tags = tags
                 roots.append(
                     resolver.instance(
                         target, combo_values, root_opts=root_opts, increments=increments
                     )
                 )
+            instances = resolver.resolved()
             del resolver
             cache = not queries and not transformed
-            return self._planned(plan_key, roots, swept, releases, cache=cache)
+            return self._planned(plan_key, roots, instances, swept, releases, cache=cache)
 
     def _planned(
         self,
         plan_key: str,
         roots: list[Instance],
+        instances: list[Instance],
         swept: bool,
         releases: ReleaseResolver,
         *,
         cache: bool = True,
     ) -> Plan:
-        instances = walk(roots)
         if cache and not any(inst.cell.is_resource or inst.increment for inst in instances):
             # Releases and increments are resolved against the store on every call; any other
             # plan can be reused.
@@ -293,8 +309,11 @@ class Session:
             them, one per combination, when any session-level value is a VAR.
         """
         start = time.perf_counter()
-        plan = self.plan(
+        self._results.next_call()
+        plan = self._computed(
             cell,
+            mode,
+            retry_failed,
             specs=specs,
             params=params,
             project_params=project_params,
@@ -306,6 +325,33 @@ class Session:
             transformers=transformers,
             **values,
         )
+        results = [self._results.load(self.store, root) for root in plan.roots]
+        assert self.last_report is not None
+        self.last_report.seconds = time.perf_counter() - start
+        return results if plan.swept else results[0]
+
+    def stream(
+        self,
+        cell: str | type[Cell],
+        *,
+        mode: str | Mode | None = None,
+        retry_failed: bool = False,
+        **arguments: Any,
+    ) -> Iterator[Contributions]:
+        """`call` for sweeps too large to hold every result in memory at once (the same
+        arguments). What is missing is computed before this returns, so failures raise here as
+        in `call`; each combination's result is then loaded only when the iteration reaches
+        it, in the order `call` returns them (one item for a call without a session-level VAR).
+        """
+        plan = self._computed(cell, mode, retry_failed, **arguments)
+        return (load(self.store, root) for root in plan.roots)
+
+    def _computed(
+        self, cell: str | type[Cell], mode: str | Mode | None, retry_failed: bool, **arguments: Any
+    ) -> Plan:
+        """Plan the call (`arguments` as `plan` takes them) and compute what is missing."""
+        start = time.perf_counter()
+        plan = self.plan(cell, **arguments)
         if plan.stubs:
             log.info(
                 "%s: STUB edges (not statically visible: move to VAR/CONST when the values are "
@@ -326,6 +372,9 @@ class Session:
         self.last_report = report
         if retry_failed:
             self._reset_failures(plan.missing)
+        labels = label_names(arguments.get("project_init_label"))
+        for inst in plan.missing:  # recorded in provenance (the index's `labels`)
+            inst.labels = labels
         run_missing(
             self.store.with_trust([plan.roots[0].cell.project.name]),
             plan.missing,
@@ -334,9 +383,8 @@ class Session:
             report=report,
             slurm=self.slurm,
         )
-        results = [load(self.store, root) for root in plan.roots]
         report.seconds = time.perf_counter() - start
-        return results if plan.swept else results[0]
+        return plan
 
     def _reset_failures(self, missing: list[Instance]) -> None:
         for inst in missing:

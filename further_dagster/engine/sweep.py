@@ -65,7 +65,12 @@ class SessionSweep:
                 sources = [c for c in reachable if c.full_name == group]
             else:
                 projects = _translated_from(graph, group)
-                sources = [c for c in reachable if c.project.name in projects and c.project_params]
+                sources = [
+                    c
+                    for c in reachable
+                    if (c.project.name in projects or c.project.address in projects)
+                    and c.project_params
+                ]
             affected = set(sources)
             pending = list(sources)
             while pending:
@@ -87,24 +92,52 @@ class SessionSweep:
             dict[type[Cell], tuple[int, ...]],
         ]
     ]:
-        """(root values, params, specs, tags) of every combination, in expansion order."""
+        """(root values, params, specs, tags) of every combination, in expansion order.
+
+        A group (the root values, the params, the specs) or the tags that did not change from
+        one combination to the next is the same dict object, so a resolver can tell cheaply
+        that its context did not change (`is`) and keep what it derived from it."""
         entries, swept, tagged = self.entries, self.swept, self.tagged
         options = [entries[at][3].values for at in swept]
-        slot = {at: position for position, at in enumerate(swept)}
+        # per group, the positions (in `swept`) of its VARs; the positions any tag reads
+        positions = {
+            kind: [p for p, at in enumerate(swept) if entries[at][0] == kind] for kind in _GROUPS
+        }
+        read = sorted({p for ps in tagged.values() for p in ps})
+        last: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
+        last_tags: tuple[tuple[int, ...], dict[type[Cell], tuple[int, ...]]] | None = None
         for indices in itertools.product(*(range(len(o)) for o in options)):
-            out: dict[str, dict[str, Any]] = {"values": {}, "params": {}, "specs": {}}
-            for at, (kind, group, name, value) in enumerate(entries):
-                position = slot.get(at)
-                if position is not None:
-                    value = options[position][indices[position]]
-                if kind == "values":
-                    out["values"][name] = value
-                elif name is _WHOLE:
-                    out[kind][group] = value
-                else:
-                    out[kind].setdefault(group, {})[name] = value
-            tags = {cell: tuple([indices[p] for p in ps]) for cell, ps in tagged.items()}
-            yield out["values"], out["params"], out["specs"], tags
+            out: list[dict[str, Any]] = []
+            for kind in _GROUPS:
+                mine = tuple([indices[p] for p in positions[kind]])
+                found = last.get(kind)
+                if found is None or found[0] != mine:
+                    found = last[kind] = (mine, self._group(kind, options, indices))
+                out.append(found[1])
+            now = tuple([indices[p] for p in read])
+            if last_tags is None or last_tags[0] != now:
+                tags = {cell: tuple([indices[p] for p in ps]) for cell, ps in tagged.items()}
+                last_tags = (now, tags)
+            yield out[0], out[1], out[2], last_tags[1]
+
+    def _group(self, kind: str, options: list[list[Any]], indices: tuple[int, ...]) -> Any:
+        """The values of one group (`kind`) in the combination `indices`."""
+        out: dict[str, Any] = {}
+        at_var = 0
+        for kind_at, group, name, value in self.entries:
+            if isinstance(value, VAR):
+                value = options[at_var][indices[at_var]]
+                at_var += 1
+            if kind_at != kind:
+                continue
+            if kind == "values" or name is _WHOLE:
+                out[name if kind == "values" else group] = value
+            else:
+                out.setdefault(group, {})[name] = value
+        return out
+
+
+_GROUPS = ("values", "params", "specs")
 
 
 def _translated_from(graph: DefinitionGraph, project: str) -> set[str]:
@@ -114,7 +147,7 @@ def _translated_from(graph: DefinitionGraph, project: str) -> set[str]:
     while grew:
         grew = False
         for caller in graph.projects.values():
-            if caller.name not in found:
+            if caller.name not in found and caller.address not in found:  # lib, lib@1.4
                 continue
             for called, decl in caller.calls.items():
                 if decl.translations and called not in found:

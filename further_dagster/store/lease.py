@@ -4,7 +4,9 @@ Why a lease and not a plain `flock` held during the whole computation: a flock d
 process but is unreliable on network filesystems and invisible to a waiter on another host, and
 it says nothing about *who* holds it. The lease is a small JSON file (`lock`) naming its holder;
 the holder proves it is alive by touching the file's mtime (and its attempt's temporary result
-directory) from a daemon thread every `lease_s / 3` seconds (at least 0.2 s). A lock whose
+directory) every `lease_s / 3` seconds (at least 0.2 s), from one daemon thread per process
+that beats every lease the process holds (a thread per lease cost a start and a join per
+computed cell). A lock whose
 mtime is older than the holder's `lease_s` belongs to a dead or stalled process and may be
 taken over. On the holder's own machine a waiter need not wait that long: if the kernel says
 the holder's pid is gone (or is now another process), the lock is taken over at once
@@ -72,7 +74,7 @@ class LockHolder:
 
 
 class Lease:
-    """A lease on `<instance>/lock`, with its heartbeat thread while held.
+    """A lease on `<instance>/lock`, beaten by the process's heartbeat thread while held.
 
     Use `try_acquire()` (never blocks on another holder) and `release()`, or `with lease:`,
     which acquires or raises `StoreError` naming the live holder. `lease_s` defaults to
@@ -92,8 +94,10 @@ class Lease:
         its lease (or was interrupted) and must not write state or delete the new lock."""
         self._held = False
         self._state_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # set: beat no more (released, or a test's stall)
+        self._stopped = threading.Event()  # set once no beat runs or will run for this lease
+        self._beat_lock = threading.Lock()  # held during one beat; a release waits for it
+        self._thread: _Beating | None = None
         self._watched: set[Path] = set()
         self._guard_fd: int | None = None
         self._guard_mutex = threading.Lock()
@@ -263,10 +267,9 @@ class Lease:
         self._held = True
         self.lost = False
         self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"further-lease-heartbeat-{self.token[:8]}", daemon=True
-        )
-        self._thread.start()
+        self._stopped.clear()
+        self._thread = _Beating(self._stopped)
+        _HEART.add(self)
 
     def watch(self, path: Path) -> None:
         """Touch `path` at every heartbeat too (the attempt's temporary result directory), so
@@ -289,8 +292,12 @@ class Lease:
         except (ValueError, AttributeError):
             return False
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
+    def _beat(self) -> bool:
+        """One heartbeat (from `_Heart`); False when this lease is beaten no more."""
+        with self._beat_lock:
+            if self._stop.is_set() or not self._held:
+                self._stopped.set()
+                return False
             try:
                 if not self._still_ours():
                     self.lost = True
@@ -301,7 +308,8 @@ class Lease:
                         self.lock_path,
                         self.lease_s,
                     )
-                    return
+                    self._stopped.set()
+                    return False
                 os.utime(self.lock_path)
                 for path in list(self._watched):
                     try:
@@ -310,9 +318,11 @@ class Lease:
                         self._watched.discard(path)
             except FileNotFoundError:
                 self.lost = True
-                return
+                self._stopped.set()
+                return False
             except OSError as exc:  # transient NFS hiccup: try again next beat
                 log.warning("heartbeat on %s failed: %s", self.lock_path, exc)
+            return True
 
     def beat_now(self) -> None:
         """Touch the lock immediately (useful before a long blocking call)."""
@@ -353,9 +363,13 @@ class Lease:
         finally:
             self._state_lock.release()
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread() and patient:
-            thread.join(timeout=5.0)
+        _HEART.remove(self, patient=patient)
+        self._thread = None
+        # a beat under way finishes before the lock goes (none starts after `_stop`); a
+        # signal handler that interrupted that very beat does not wait for it
+        if self._beat_lock.acquire(timeout=5.0 if patient else 0):
+            self._stopped.set()
+            self._beat_lock.release()
         self._watched.clear()
         try:
             with self._guard(patient=patient):
@@ -396,6 +410,70 @@ class Lease:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class _Beating:
+    """What a lease's heartbeat looks like from outside: `join()` returns once it stopped."""
+
+    def __init__(self, stopped: threading.Event) -> None:
+        self._stopped = stopped
+
+    def join(self, timeout: float | None = None) -> None:
+        self._stopped.wait(timeout)
+
+
+class _Heart:
+    """The process's one heartbeat thread: beats each held lease every `heartbeat_s`."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._due: dict[Lease, float] = {}  # lease -> monotonic time of its next beat
+        self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0  # when the thread wakes next by itself
+
+    def add(self, lease: Lease) -> None:
+        with self._cond:
+            at = self._due[lease] = time.monotonic() + lease.heartbeat_s
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="further-lease-heartbeat", daemon=True
+                )
+                self._thread.start()
+            elif at < self._wakes_at:  # else waking it costs a thread switch per lease
+                self._cond.notify()
+
+    def remove(self, lease: Lease, *, patient: bool = True) -> None:
+        """Beat `lease` no more; `patient=False` (a signal handler, which may have interrupted
+        this very thread inside `add`) leaves it to the thread, which drops a stopped lease."""
+        if not self._cond.acquire(blocking=patient):
+            return
+        try:
+            self._due.pop(lease, None)
+        finally:
+            self._cond.release()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [lease for lease, at in self._due.items() if at <= now]
+                if not due:
+                    self._wakes_at = min(self._due.values(), default=now + 60.0)
+                    self._cond.wait(max(self._wakes_at - now, 0.01))
+                    continue
+                for lease in due:
+                    self._due[lease] = now + lease.heartbeat_s
+            for lease in due:
+                if not lease._beat():
+                    self.remove(lease)
+
+
+_HEART = _Heart()
+# a forked child has no heartbeat thread and holds none of its parent's leases
+os.register_at_fork(after_in_child=_HEART._reset)
 
 
 def _flock(fd: int, patient: bool) -> bool:

@@ -1,4 +1,4 @@
-"""Process-level provenance, gathered once per process and never by a subprocess.
+"""Process-level provenance, gathered once per process.
 
 A cell may run thousands of times per process; running `git` or scanning installed packages
 per call would dominate cheap cells. So everything that cannot change while the process lives
@@ -7,8 +7,12 @@ the pid is re-checked so a forked child reports its own; `SLURM_JOB_ID` is read 
 it is one dictionary lookup.
 
 Git facts come straight from the files git keeps (`.git/HEAD`, loose refs, `packed-refs`,
-worktree `gitdir:` and `commondir` indirections). Whether the tree is dirty is not recorded:
-that needs a status scan, which is the expensive thing this module avoids.
+worktree `gitdir:` and `commondir` indirections). Whether the checkout is dirty needs a status
+scan, so it is the one subprocess: `git status` once per process, read-only
+(`GIT_OPTIONAL_LOCKS=0`: it never takes the index lock a user's `git commit` needs), bounded by
+a timeout, and skipped with `FURTHER_GIT_DIRTY=0`; when it cannot say, `dirty` is None
+("unknown"), never a guess. A file edited after the process started is not seen: the flag
+describes the code the process imported.
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ from __future__ import annotations
 import getpass
 import os
 import platform
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 from importlib import metadata
 from pathlib import Path
 
+from further_dagster import settings
 from further_dagster.store.records import GitInfo, ProcessFacts
 
 TRACKED_PACKAGES = ("further_dagster", "pydantic", "numpy", "pandas", "pyarrow")
 """Packages whose installed versions every provenance record carries (if installed)."""
+
+_STATUS_TIMEOUT_S = 5.0  # a status scan slower than this is a checkout to switch the check off for
 
 _lock = threading.Lock()
 _cached: ProcessFacts | None = None
@@ -77,15 +86,44 @@ def _read_ref(git_dir: Path, common_dir: Path, ref: str) -> str | None:
     return None
 
 
-def git_info(start: Path | None = None) -> GitInfo | None:
-    """Commit and branch of the repository containing `start` (default cwd), or None.
+def git_info(start: Path | None = None, *, dirty: bool = False) -> GitInfo | None:
+    """Commit and branch of the repository containing `start` (default cwd), or None; with
+    `dirty`, also whether tracked files differ from that commit (None when git cannot say).
 
     A repository without commits yields a branch and no commit; a detached HEAD yields a commit
     and no branch. Unreadable files yield None rather than an error: provenance is best effort
     and must never fail a computation.
     """
+    where = Path(os.path.abspath(start or os.getcwd()))
+    info = _git_head(where)
+    if info is None or not dirty:
+        return info
+    return info.model_copy(update={"dirty": _git_dirty(where)})
+
+
+def _git_dirty(where: Path) -> bool | None:
+    git = shutil.which("git")
+    if git is None:
+        return None
     try:
-        git_dir = _find_git_dir(Path(os.path.abspath(start or os.getcwd())))
+        done = subprocess.run(
+            [git, "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            timeout=_STATUS_TIMEOUT_S,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:  # not a repository git accepts (e.g. owned by another user)
+        return None
+    return bool(done.stdout.strip())
+
+
+def _git_head(where: Path) -> GitInfo | None:
+    try:
+        git_dir = _find_git_dir(where)
         if git_dir is None:
             return None
         common_dir = git_dir
@@ -126,7 +164,7 @@ def _gather() -> ProcessFacts:
         argv=list(sys.argv),
         executable=sys.executable,
         packages=package_versions(),
-        git=git_info(),
+        git=git_info(dirty=settings.git_dirty()),
         slurm_job_id=None,
     )
 

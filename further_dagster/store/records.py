@@ -161,10 +161,12 @@ class QuarantineRecord(_Record):
 
 
 class GitInfo(_Record):
-    """Git commit and branch of the working directory, read from `.git` files (no subprocess)."""
+    """Git commit and branch of the working directory, read from `.git` files, and whether
+    tracked files differed from the commit when the process started (None: unknown)."""
 
     commit: str | None = None
     branch: str | None = None
+    dirty: bool | None = None
 
 
 class ProcessFacts(_Record):

@@ -297,3 +297,29 @@ def test_a_check_of_an_asset_outside_the_run_runs_the_check_step(
     assert set(found) == {intact_src, INTACT_POWER}
     assert all(e.passed and e.metadata["digests_checked"].value for e in found.values())
     assert all("further/checked_by_executor" not in e.metadata for e in found.values())
+
+
+def test_a_large_location_spreads_its_checks_over_ops(
+    monkeypatch, further_tmp_root, calls, dagster_instance
+):
+    # Beyond CHECKS_PER_OP cell assets the checks go to several ops (Dagster's job build costs
+    # the square of one op's checks): every asset keeps exactly one intact check, and a run of
+    # checks of both ops evaluates each of them.
+    monkeypatch.setattr(checks, "CHECKS_PER_OP", 2)
+    defs = build_definitions(
+        defs_module.dag_demo, executor=further_executor_def().configured({"inner": "in_process"})
+    )
+    ops = list(defs.asset_checks)
+    assert [c.node_def.name for c in ops] == [
+        "dag_demo__further_checks",
+        "dag_demo__part2__further_checks",
+    ]
+    assert [len(list(c.check_specs)) for c in ops] == [2, 1]
+    keys = [dg.AssetCheckKey(k, checks.INTACT) for k in (SRC, POWER, SUMMARY)]
+    assert sorted(s.key for c in ops for s in c.check_specs) == sorted(keys)
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert len(job.graph.node_defs) == len(list(defs.assets)) + 2
+
+    found = _checks_only(defs, dagster_instance, *keys)
+    assert set(found) == set(keys)
+    assert all(not e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in found.values())

@@ -104,3 +104,61 @@ def test_run_config_specs_are_planned_by_the_executor_too(
     latest = dagster_instance.get_latest_materialization_event(SRC).asset_materialization
     assert latest.metadata["further/specs"].value == {"n": 6}
     assert calls.count("src") == 2
+
+
+def test_a_cached_run_records_each_step_on_top_of_its_upstreams_new_record(
+    further_tmp_root, calls, dagster_instance
+):
+    """The cached steps' records are written together (one transaction on SQLite), yet each
+    one's input pointer is the storage id of its upstream's record in this same run: what
+    Dagster's staleness reads."""
+    from further_dagster.dagster import _compat
+
+    _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
+    second = _run(dagster_instance, [SRC, POWER, SUMMARY], _range_tags())
+    run_id = dagster_instance.get_runs(limit=1)[0].run_id  # the second run
+    summary = dagster_instance.get_latest_data_version_record(SUMMARY)
+    power = dagster_instance.get_latest_data_version_record(POWER)
+    assert summary.run_id == power.run_id == run_id
+    tags = summary.asset_materialization.tags
+    assert tags[_compat.get_input_event_pointer_tag(POWER)] == str(power.storage_id)
+    assert (
+        tags["dagster/data_version"]
+        == summary.asset_materialization.metadata["further/logic_key"].value
+    )
+    assert calls.count() == 5  # nothing computed the second time
+    checks = [e for e in second if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert checks and all(e.event_specific_data.passed for e in checks)
+    # every recorded event is in the event log, in the order the run emitted it
+    stored = [e.dagster_event.event_type_value for e in dagster_instance.all_logs(run_id)]
+    emitted = [e.event_type_value for e in second]
+    assert [t for t in stored if t in emitted] == [t for t in emitted if t in stored]
+
+
+def test_an_event_batch_is_one_commit_others_see_at_its_end(tmp_path):
+    """On SQLite storage, the events of a batch are visible to this thread at once (a storage
+    id is known as soon as its event is written) and to another reader (the webserver) when
+    the batch commits; the batch commits when its block raises too."""
+    from further_dagster.dagster.sqlite_events import event_batch, install_sqlite_engine_cache
+
+    install_sqlite_engine_cache()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    key = dg.AssetKey(["batch", "probe"])
+    with (
+        dg.DagsterInstance.from_config(str(home)) as writer,
+        dg.DagsterInstance.from_config(str(home)) as reader,
+    ):
+        with event_batch(writer) as batch:
+            assert batch is not None
+            writer.report_runless_asset_event(dg.AssetMaterialization(key, partition=None))
+            assert writer.get_latest_materialization_event(key) is not None
+            assert reader.get_latest_materialization_event(key) is None
+            batch.commit()
+            assert reader.get_latest_materialization_event(key) is not None
+        with pytest.raises(RuntimeError), event_batch(writer):
+            writer.report_runless_asset_event(dg.AssetMaterialization(key, metadata={"n": 2}))
+            raise RuntimeError("a step failed")
+        latest = reader.get_latest_materialization_event(key).asset_materialization
+        assert latest.metadata["n"].value == 2

@@ -38,6 +38,8 @@ def test_a_location_under_a_label_computes_what_a_session_finds(
     assert result.total == total
     assert meta["further/logic_key"].value == result.key
     assert session.plan("dag_labels.total", project_init_label=label).missing == []
+    recorded = session.query(f"SELECT labels FROM instances WHERE key = '{result.key}'")
+    assert recorded.values.tolist() == [[f'["{label}"]']]  # the record knows the label too
 
 
 def test_two_labels_share_what_they_agree_on(further_tmp_root, dagster_instance, calls):
@@ -77,3 +79,29 @@ def test_a_run_picks_labels_with_its_tag(further_tmp_root, dagster_instance):
     assert meta["further/labels"].value == ["thorough"]
     session = Session(dag_labels, root=further_tmp_root, progress=False)
     assert session.plan("dag_labels.total", project_init_label="thorough").missing == []
+
+
+def test_a_labels_freshness_applies_in_a_location_and_under_a_run_tag(
+    further_tmp_root, dagster_instance
+):
+    """`pinned` says `feed: present`: a location compiled under it, or a run tagged with it,
+    keeps the stored release after the feed moved on; without the label, the new one."""
+    from tests.dagster.label_fresh_defs import RELEASE, fresh_defs
+
+    use = dg.AssetKey(["dag_lfresh", "use"])
+
+    def release_of(defs, tags=None):
+        result = dg.materialize(
+            list(defs.assets), instance=dagster_instance, resources=defs.resources, tags=tags
+        )
+        assert result.success
+        return list(_meta(dagster_instance, use)["further/releases"].value.values())
+
+    try:
+        assert release_of(fresh_defs()) == ["r1"]
+        RELEASE["now"] = "r2"
+        assert release_of(fresh_defs("pinned")) == ["r1"]
+        assert release_of(fresh_defs(), tags={"further/init_label": "pinned"}) == ["r1"]
+        assert release_of(fresh_defs()) == ["r2"]
+    finally:
+        RELEASE["now"] = "r1"

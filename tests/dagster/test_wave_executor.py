@@ -71,6 +71,38 @@ wave_defs = build_definitions(
     ],
 )
 
+waves_watch = Project("waves_watch", description="a cell that watches its own run")
+
+
+class Watch(Cell, project=waves_watch):
+    """Waits (a bounded while) until its step's start is in the run's event log as another
+    process sees it (a second instance on the same storage), and writes whether it was."""
+
+    contributions = {"seen": bool}
+
+    def make(self):
+        import time
+
+        seen = False
+        with dg.DagsterInstance.from_config(os.environ["WAVE_WATCH_HOME"]) as reader:
+            for _ in range(600):
+                runs = reader.get_runs(limit=1)
+                logs = reader.all_logs(runs[0].run_id) if runs else []
+                if any(
+                    e.dagster_event is not None
+                    and e.dagster_event.event_type_value == "STEP_START"
+                    and e.step_key == "waves_watch__watch"
+                    for e in logs
+                ):
+                    seen = True
+                    break
+                time.sleep(0.1)
+        Path(os.environ["WAVE_WATCH_OUT"]).write_text(str(seen))
+        return {"seen": seen}
+
+
+watch_defs = build_definitions(waves_watch)
+
 LEFT = dg.AssetKey(["waves_demo", "left"])
 FLAKY = dg.AssetKey(["waves_demo", "flaky"])
 BELOW = dg.AssetKey(["waves_demo", "below"])
@@ -218,3 +250,25 @@ def test_the_stock_multiprocess_path_is_still_selectable(further_tmp_root, calls
     assert not any("sent to the engine" in m for m in messages)
     assert [e.step_key for e in _of(events, "STEP_SUCCESS")] == ["waves_demo__left"]
     assert calls.count("left") == 1
+
+
+def test_a_step_waiting_for_the_engine_keeps_the_run_log_visible(
+    tmp_path, monkeypatch, further_tmp_root, calls
+):
+    """The run's step events are stored in batches (SQLite), but never held while a step waits
+    for its instances: the UI (another process on the same storage) sees the waiting step
+    started, and the step records what the engine computed once it finished."""
+    home = _mkdir(tmp_path / "home")
+    monkeypatch.setenv("WAVE_WATCH_HOME", str(home))
+    monkeypatch.setenv("WAVE_WATCH_OUT", str(tmp_path / "seen"))
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        ok, events = _run(instance, __name__, "watch_defs")
+        assert ok
+        assert (tmp_path / "seen").read_text() == "True"
+        stored = [
+            e.dagster_event.event_type_value
+            for e in instance.all_logs(instance.get_runs(limit=1)[0].run_id)
+            if e.dagster_event is not None
+        ]
+        for kind in ("STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS", "PIPELINE_SUCCESS"):
+            assert kind in stored

@@ -255,3 +255,55 @@ def test_recorded_contributions_beyond_the_automatic_rule(further_registry, furt
 
             def make(self):
                 return {"x": 1}
+
+
+def test_explain_says_whether_the_code_was_committed(
+    further_session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result computed from uncommitted edits says so in the record and in explain()."""
+    import subprocess
+
+    from further_dagster.store import provenance
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@x"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (checkout / "analysis.py").write_text("STEP = 1\n")
+    subprocess.run([*git, "add", "analysis.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    (checkout / "analysis.py").write_text("STEP = 2\n")  # edited, not committed
+    monkeypatch.chdir(checkout)
+    provenance.clear_cache()
+    try:
+        result = further_session.call("engine_demo.scaled", factor=7.0)
+    finally:
+        provenance.clear_cache()
+    row = further_session.query(
+        f"SELECT git_branch, git_dirty FROM instances WHERE key = '{result.key}'"
+    )
+    assert row.values.tolist() == [["main", 1]]
+    out = io.StringIO()
+    further_session.explain(result, file=out)
+    assert "(main), dirty" in out.getvalue()
+
+
+def test_project_versions_are_apart_in_the_record(further_registry: Any, further_tmp_root: Path):
+    """Two versions of one project in one store: a reference reads only the version it names."""
+    from tests.core.test_project_versions import lib_versions
+
+    lib_versions("rlib")
+    session = Session(root=further_tmp_root, progress=False)
+    old = session.call("rlib@1.4.fit")
+    new = session.call("rlib.fit")
+    assert (old.impl, new.impl) == ("v1.4 w=3", "v2.0 w=5")
+    current = session.instances("rlib.fit")
+    assert current["key"].tolist() == [new.key]
+    assert current["project_version"].tolist() == ["2"]  # canonical, as in the key
+    assert session.instances("rlib@1.4.fit")["key"].tolist() == [old.key]
+    assert [r.impl for r in session.results("rlib@1.4.fit")] == ["v1.4 w=3"]
+    rows = session.query(
+        "SELECT project, project_version, cell FROM cells WHERE cell = 'fit' "
+        "ORDER BY project_version"
+    )
+    assert rows.values.tolist() == [["rlib", "1.4", "fit"], ["rlib", "2", "fit"]]

@@ -330,3 +330,47 @@ def test_a_called_assignment_into_an_undeclared_project_is_an_error(
         InitError, match=r"main.yaml:1: label .bad. routes.*does not declare calls into it"
     ):
         session.call("main_undeclared_route.quick", project_init_label="bad")
+
+
+def test_a_routed_labels_freshness_applies_to_its_resource_cells(
+    tmp_path, further_registry, further_tmp_root, calls
+):
+    """`lib`'s label `pinned` keeps its feed on release r1; routed for `use`, it holds there too,
+    while the call's own `freshness=` still wins."""
+    from further_dagster import ResourceCell
+
+    current = {"release": "r1"}
+    lib = Project("lib_fresh", replace=True, inits=tmp_path / "lib.yaml")
+    (tmp_path / "lib.yaml").write_text("pinned:\n  freshness: {feed: 'release:r1'}\n")
+
+    class Feed(ResourceCell, project=lib):
+        contributions = {"release": str}
+
+        @classmethod
+        def get_release(cls, specs):
+            record("feed_release", current["release"])
+            return current["release"]
+
+        def make(self):
+            return {"release": self.release}
+
+    (tmp_path / "main.yaml").write_text(
+        "routed:\n  called_assignments:\n    use: {lib_fresh: pinned}\n"
+    )
+    main = Project("main_fresh", calls=["lib_fresh"], inits=tmp_path / "main.yaml")
+
+    class Use(Cell, project=main):
+        req_cells = {"feed": Req("lib_fresh.feed")}
+        contributions = {"release": str}
+
+        def make(self):
+            return {"release": self.inputs["feed"].release}
+
+    session = Session(main, root=further_tmp_root, progress=False)
+    assert session.call("main_fresh.use").release == "r1"
+    current["release"] = "r2"
+    assert session.call("main_fresh.use").release == "r2"  # latest, by default
+    routed = session.call("main_fresh.use", project_init_label="routed")
+    assert routed.release == "r1"  # the routed label's pin, from the store
+    own = session.call("main_fresh.use", project_init_label="routed", freshness="latest")
+    assert own.release == "r2"

@@ -87,3 +87,21 @@ def test_label_mistakes_are_clear(labelled, further_tmp_root):
         session.call("labels_demo.total", project_init_label=["fast", "thorough"])
     with pytest.raises(InitError, match="unknown project_init_label 'slow'"):
         session.call("labels_demo.total", project_init_label="slow")
+
+
+def test_the_labels_of_the_computing_call_are_in_the_record(labelled, further_tmp_root):
+    import io
+
+    session = Session(labelled, root=further_tmp_root, progress=False)
+    result = session.call("labels_demo.total", project_init_label=["fast", "reseeded"])
+    rows = session.query("SELECT cell, labels FROM instances ORDER BY cell")
+    assert rows.values.tolist() == [
+        ["data", '["fast", "reseeded"]'],
+        ["total", '["fast", "reseeded"]'],
+    ]
+    out = io.StringIO()
+    session.explain(result, file=out)
+    assert "  labels    fast, reseeded\n" in out.getvalue()
+    plain = session.call("labels_demo.data")  # no label: none recorded
+    row = session.query(f"SELECT labels FROM instances WHERE key = '{plain.key}'")
+    assert row.values.tolist() == [[None]]

@@ -3,7 +3,8 @@
 import pytest
 
 from further_dagster import VAR, Cell, Project, Req, Session, Specs, Transformer
-from further_dagster.errors import AddressError, TransformerError
+from further_dagster.core.iterative import find_transformer, registered_transformers
+from further_dagster.errors import AddressError, DuplicateNameError, TransformerError
 from tests.engine.cells import record
 
 pytestmark = pytest.mark.unit
@@ -45,7 +46,7 @@ class Report(Cell, project=tf):
         }
 
 
-class Standardize(Transformer):
+class Standardize(Transformer, project=tf):
     """Rescales the data to unit scale times a factor."""
 
     logic_version = 2
@@ -112,3 +113,37 @@ def test_transformer_mistakes_are_specific_errors(further_tmp_root):
         s.plan("tf_demo.fit", transformers={"data": Raises})
     with pytest.raises(TransformerError, match="Transformer subclass"):
         s.plan("tf_demo.fit", transformers={"data": lambda v: v})
+
+
+def test_transformers_registered_on_a_project_are_found_by_name():
+    assert registered_transformers(tf) == {"Standardize": Standardize}
+    assert find_transformer("Standardize", tf, "here") is Standardize
+    assert find_transformer("tests.engine.test_transformers:Broken", tf, "here") is Broken
+    with pytest.raises(TransformerError, match=r"here = 'Scale'.*its transformers: Standardize"):
+        find_transformer("Scale", tf, "here")
+    with pytest.raises(TransformerError, match="cannot import"):
+        find_transformer("tests.engine.test_transformers:Nope", tf, "here")
+    with pytest.raises(TransformerError, match="not a Transformer subclass"):
+        find_transformer("tests.engine.test_transformers:Data", tf, "here")
+
+
+def test_two_transformers_under_one_name_are_refused(further_registry):
+    other = Project("tf_other")
+
+    class Scale(Transformer, project=other):
+        def transform(self, values):
+            return {}
+
+    with pytest.raises(DuplicateNameError, match="name="):
+
+        class Scale2(Transformer, project=other, name="Scale"):
+            def transform(self, values):
+                return {}
+
+    with pytest.raises(TransformerError, match="has no ':'"):
+
+        class Colon(Transformer, project=other, name="a:b"):
+            def transform(self, values):
+                return {}
+
+    assert registered_transformers(other) == {"Scale": Scale}

@@ -18,14 +18,16 @@ class EStep(Cell, project=em):
     class Specs(Specs):
         round: int = 0
         target: float = 8.0
+        step: float = 0.5  # of the distance; an E-step field the last cell lacks
 
     req_cells = {"m": Req("m_step", round=ITER(-1), switch=lambda s: s.round > 0)}
     contributions = {"x": float}
 
     def make(self):
         record("e_step", self.key)
+        record("e_seen", f"{self.specs.round}:{self.specs.target}:{self.specs.step}")
         before = self.inputs["m"].x if self.inputs["m"] is not None else 0.0
-        return {"x": before + (self.specs.target - before) / 2}
+        return {"x": before + (self.specs.target - before) * self.specs.step}
 
 
 class MStep(Cell, project=em):
@@ -39,6 +41,7 @@ class MStep(Cell, project=em):
 
     def make(self):
         record("m_step", self.key)
+        record("m_seen", f"{self.specs.round}:{self.specs.target}:{self.specs.tol}")
         x = self.inputs["e"].x
         return {"x": x, "converged": self.specs.target - x < self.specs.tol}
 
@@ -61,10 +64,37 @@ def test_the_unit_runs_rounds_until_converged_and_each_round_is_memoized(further
     assert result.round == 4 and result.converged and result.x == 7.75
     assert calls.count("e_step") == 5 and calls.count("m_step") == 5
     assert s.call("unit_demo.em").round == 4 and calls.count("m_step") == 5
-    # a caller depends on the unit like on a cell. Its tol reaches the top m_step of each
-    # round only (the loop's edges pass the round alone), so the rounds below are shared
+    # a caller depends on the unit like on a cell. Its tol reaches every m_step of every
+    # round, so rounds 0..6 are new m_step instances; e_step has no tol, but from round 1 on
+    # it requires a new m_step: only its round 0 is shared
     assert s.call("unit_demo.uses").round == 6  # 8 - 7.9375 < 0.1
-    assert calls.count("e_step") == 7  # only rounds 5 and 6 are new
+    assert calls.count("e_step") == 5 + 6
+    assert calls.count("m_step") == 12
+    assert {seen for c, seen, *_ in calls.read() if c == "m_seen"} == {
+        *(f"{r}:8.0:0.5" for r in range(5)),
+        *(f"{r}:8.0:0.1" for r in range(7)),
+    }
+
+
+def test_the_units_specs_reach_every_cell_of_every_round(further_tmp_root, calls):
+    s = Session(em, root=further_tmp_root, progress=False)
+    # target is a field of both cells, step of the E-step only: the unit has both
+    result = s.call("unit_demo.em", target=16.0, step=0.75)
+    # x: 12, 15, 15.75 -> converged (16 - x < 0.5) at round 2
+    assert result.round == 2 and result.x == 15.75
+    assert calls.count("e_step") == 3 and calls.count("m_step") == 3
+    e_seen = sorted(seen for c, seen, *_ in calls.read() if c == "e_seen")
+    m_seen = sorted(seen for c, seen, *_ in calls.read() if c == "m_seen")
+    assert e_seen == [f"{r}:16.0:0.75" for r in range(3)]
+    assert m_seen == [f"{r}:16.0:0.5" for r in range(3)]
+    # the rounds are the loop cells' own instances: a Session giving those values to every
+    # cell (specs=) finds them stored
+    every = {
+        "unit_demo.e_step": {"target": 16.0, "step": 0.75},
+        "unit_demo.m_step": {"target": 16.0},
+    }
+    assert s.call("unit_demo.m_step", round=2, specs=every).x == 15.75
+    assert calls.count("e_step") == 3 and calls.count("m_step") == 3
 
 
 def test_a_rerun_resumes_at_the_first_round_not_stored(further_tmp_root, calls):

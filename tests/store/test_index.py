@@ -175,7 +175,8 @@ def test_rebuild_from_the_files_equals_the_incremental_index(
         store.ensure("p", "d", D, fails, {"specs": {"alpha": 2.0}})
     store.quarantine("p", "b", B, "test: damaged")
     incremental = _everything(index_url)
-    statuses = {r[0]: r[5] for r in incremental["instances"]}
+    status = [c.name for c in schema.instances.columns].index("status")
+    statuses = {r[0]: r[status] for r in incremental["instances"]}
     assert statuses == {A: "success", B: "missing", C: "success", D: "failed"}
     views_before = query_frame(index_url, "SELECT * FROM p__a")
 

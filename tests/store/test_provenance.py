@@ -1,4 +1,4 @@
-"""Process facts: gathered once, never by a subprocess; git read straight from .git files."""
+"""Process facts: gathered once (one `git status` at most); git read straight from .git files."""
 
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ def fresh_facts() -> Iterator[None]:
     provenance.clear_cache()
 
 
-def test_facts_are_gathered_once_without_subprocess(
+def test_facts_are_gathered_once_without_subprocess_when_dirty_is_off(
     fresh_facts: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_subprocess(*args: object, **kwargs: object) -> None:
         raise AssertionError("provenance must not start a subprocess")
 
+    monkeypatch.setenv("FURTHER_GIT_DIRTY", "0")
     monkeypatch.setattr(subprocess, "Popen", no_subprocess)
     monkeypatch.setattr(os, "system", no_subprocess)
     first = process_facts()
@@ -112,3 +113,60 @@ def test_no_repository_gives_none(tmp_path: Path) -> None:
     if any((p / ".git").exists() for p in (tmp_path, *tmp_path.parents)):
         pytest.skip("tmp_path is inside a git repository")
     assert git_info(tmp_path) is None
+
+
+def _git(where: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(where), "-c", "user.name=t", "-c", "user.email=t@x", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    _git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "cells.py").write_text("X = 1\n")
+    _git(tmp_path, "add", "cells.py")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    return tmp_path
+
+
+def test_dirty_flag_follows_tracked_files(checkout: Path) -> None:
+    clean = git_info(checkout, dirty=True)
+    assert clean is not None and clean.dirty is False and clean.branch == "main"
+    assert clean.commit is not None and len(clean.commit) == 40
+    (checkout / "untracked.txt").write_text("scratch")  # untracked files do not make it dirty
+    assert git_info(checkout, dirty=True).dirty is False  # type: ignore[union-attr]
+    (checkout / "cells.py").write_text("X = 2\n")
+    assert git_info(checkout, dirty=True).dirty is True  # type: ignore[union-attr]
+    assert git_info(checkout).dirty is None  # type: ignore[union-attr]  # not asked: unknown
+
+
+def test_dirty_check_runs_once_per_process_and_takes_no_lock(
+    checkout: Path, fresh_facts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (checkout / "cells.py").write_text("X = 3\n")
+    monkeypatch.chdir(checkout)
+    runs: list[dict[str, str]] = []
+    real_run = subprocess.run
+
+    def counting_run(*args: object, **kwargs: object) -> object:
+        runs.append(dict(kwargs.get("env") or {}))  # type: ignore[call-overload]
+        return real_run(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    for _ in range(5):
+        facts = process_facts()
+    assert facts.git is not None and facts.git.dirty is True
+    assert len(runs) == 1
+    assert runs[0]["GIT_OPTIONAL_LOCKS"] == "0"  # a user's `git commit` never meets our lock
+    assert not (checkout / ".git" / "index.lock").exists()
+
+
+def test_dirty_is_unknown_outside_git_or_without_git(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    info = git_info(checkout, dirty=True)
+    assert info is not None and info.commit is not None and info.dirty is None

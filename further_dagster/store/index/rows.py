@@ -163,6 +163,7 @@ def _base_row(
         "key": key,
         "project": project,
         "cell": cell,
+        "project_version": None,
         "api_version": None,
         "logic_version": None,
         "status": status,
@@ -212,6 +213,7 @@ def _committed(
     labels = extra.get("labels")
     row.update(
         {
+            "project_version": _version(extra.get("project_version")),
             "api_version": _version(provenance.get("api_version")),
             "logic_version": _version(provenance.get("logic_version")),
             "specs": dumps(specs),

@@ -13,7 +13,8 @@
                     the one table a rebuild may make smaller than the incremental index;
                     a row (origin `cell`, name '', kind '') marks every cell stored
     views_made      the per-cell views there are and the `fields` they were made from
-    cells           a view: the distinct (project, cell, api_version, logic_version) stored
+    cells           a view: the distinct (project, project_version, cell, api_version,
+                    logic_version) stored
 
 Times are UTC. JSON columns are text (sorted keys), so both backends hold the same bytes.
 Migration: a version row plus `create_all` (no alembic): an index of an older version is
@@ -36,7 +37,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bump when a table changes; an index of another version is rebuilt or refused."""
 
 Kind = str
@@ -59,6 +60,8 @@ instances = Table(
     Column("key", String(32), primary_key=True),
     Column("project", String(128), nullable=False),
     Column("cell", String(128), nullable=False),
+    # NULL for a project at the default version (1): only other versions enter keys
+    Column("project_version", String(64)),
     Column("api_version", String(64)),
     Column("logic_version", String(64)),
     Column("status", String(16), nullable=False),
@@ -136,9 +139,9 @@ DATA_TABLES = (instances, edges, contributions, fields)
 
 CELLS_VIEW = "cells"
 CELLS_VIEW_SQL = (
-    "CREATE VIEW cells AS SELECT project, cell, api_version, logic_version, "
+    "CREATE VIEW cells AS SELECT project, project_version, cell, api_version, logic_version, "
     "COUNT(*) AS instances, MAX(finished_at) AS last_finished FROM instances "
-    "GROUP BY project, cell, api_version, logic_version"
+    "GROUP BY project, project_version, cell, api_version, logic_version"
 )
 
 TABLE_NAMES = tuple(t.name for t in metadata.sorted_tables)

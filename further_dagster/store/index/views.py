@@ -3,7 +3,8 @@ as columns.
 
     SELECT alpha, score FROM study__fit WHERE status = 'success' AND alpha < 1
 
-Columns: `key`, `status`, `api_version`, `logic_version`, `created_at`, `finished_at`,
+Columns: `key`, `status`, `project_version` (NULL: the default version 1), `api_version`,
+`logic_version`, `created_at`, `finished_at`,
 `duration_s`, `host`, `slurm_job_id`, then one per Specs field (from the `specs` JSON), then
 one per recorded contribution (from `contributions`). A column's type follows the kinds seen
 for it (`fields`): bool, int, real (ints and floats mixed), text, else JSON text. A Specs field
@@ -32,6 +33,7 @@ from further_dagster.store.index import schema
 BASE_COLUMNS = (
     "key",
     "status",
+    "project_version",
     "api_version",
     "logic_version",
     "created_at",
