@@ -307,3 +307,36 @@ def test_project_versions_are_apart_in_the_record(further_registry: Any, further
         "ORDER BY project_version"
     )
     assert rows.values.tolist() == [["rlib", "1.4", "fit"], ["rlib", "2", "fit"]]
+
+
+def test_an_increments_record_keeps_every_provenance_fact(
+    further_registry: Any, further_tmp_root: Path
+) -> None:
+    """An increment of a cell in project version 2 that records a contribution: the index knows
+    its project version, its increment and the contribution it was told to record."""
+    from further_dagster import IncrementingCell, Increments, Project
+
+    project = Project("rinc", version="2")
+
+    class Walk(IncrementingCell, project=project):
+        contributions = {"steps": list}
+        recorded = ("steps",)
+
+        def make_increment(self, previous: Any) -> dict[str, Any]:
+            return {"steps": [*(previous.steps if previous is not None else []), self.increment]}
+
+    session = Session(root=further_tmp_root, progress=False)
+    result = session.call("rinc.walk", increments=Increments(exactly=2))
+    assert result.increment == 2
+    row = session.query(f"SELECT project_version, extra FROM instances WHERE key = '{result.key}'")
+    (version, extra) = row.values.tolist()[0]
+    assert version == "2"
+    assert {k: json.loads(extra)[k] for k in ("increment", "project_version", "recorded")} == {
+        "increment": 2,
+        "project_version": "2",
+        "recorded": ["steps"],
+    }
+    recorded = session.query(
+        f"SELECT value_json FROM contributions WHERE key = '{result.key}' AND name = 'steps'"
+    )
+    assert recorded.values.tolist() == [["[1, 2]"]]
