@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from further_dagster.core.versions import split_address
 from further_dagster.errors import ReleaseError
 
 if TYPE_CHECKING:
@@ -350,14 +351,20 @@ ALL = "*"
 @dataclass(frozen=True)
 class FreshnessOverrides:
     """Call-time policies that override the cells' own: one for everything (`default`), per
-    project and per cell ("project.cell"); the most specific wins."""
+    project (its name: every version of it; "lib@1.4": that version) and per cell
+    ("project.cell", "lib@1.4.cell"); the most specific wins."""
 
     default: Freshness | None = None
     by_scope: Mapping[str, Freshness] = field(default_factory=dict)
 
     def policy_for(self, cell: type[Cell]) -> Freshness:
         """The policy that applies to resource cell `cell` under these overrides."""
-        found = self.by_scope.get(cell.full_name) or self.by_scope.get(cell.project.name)
+        project = cell.project
+        found = (
+            self.by_scope.get(cell.full_name)
+            or self.by_scope.get(getattr(project, "address", project.name))
+            or self.by_scope.get(project.name)
+        )
         if found is not None:
             return found
         if self.default is not None:
@@ -386,9 +393,13 @@ class FreshnessOverrides:
         """Every scope names a known project or a known resource cell."""
         cells = list(known)
         projects = {c.project.name for c in cells}
+        projects |= {getattr(c.project, "address", c.project.name) for c in cells}
         resources = {c.full_name: c for c in cells if c.is_resource}
         for scope in self.by_scope:
-            if "." in scope:
+            address = split_address(scope)  # "lib@1.4" is a project, "lib@1.4.src" a cell
+            if scope in projects:
+                continue
+            if address is not None and address.project is not None:
                 if scope not in resources:
                     names = ", ".join(sorted(resources)) or "(none)"
                     what = (
@@ -400,7 +411,7 @@ class FreshnessOverrides:
                         f"{where}: {scope!r} {what}; a per-cell policy needs a resource cell "
                         f"(these are: {names}). Use 'project' to cover a whole project."
                     )
-            elif scope not in projects:
+            else:
                 raise ReleaseError(
                     f"{where}: {scope!r} names no loaded project (known: "
                     f"{', '.join(sorted(projects))}); write 'project' or 'project.cell'."

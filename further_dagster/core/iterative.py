@@ -372,7 +372,8 @@ def registered_transformers(project: Project) -> Mapping[str, type[Transformer]]
 
 
 def find_transformer(name: str, project: Project, where: str) -> type[Transformer]:
-    """The transformer class `name` names: one registered on `project`, or "module:Class".
+    """The transformer class `name` names: one registered on `project` (or on another version
+    of it), or "module:Class".
 
     Raises:
         TransformerError: no such transformer (the message lists `project`'s), or the import
@@ -396,6 +397,11 @@ def find_transformer(name: str, project: Project, where: str) -> type[Transforme
     registered = registered_transformers(project)
     if name in registered:
         return registered[name]
+    # another version of the project: the current one first, then the highest archived
+    others = [p for p, by in _REGISTERED.items() if p.name == project.name and name in by]
+    if others:
+        best = max(others, key=lambda p: (not p.archived, p.parsed_version))
+        return _REGISTERED[best][name]
     raise TransformerError(
         f"{where} = {name!r}: project {project.name!r} has no transformer {name!r}; its "
         f"transformers: {', '.join(sorted(registered)) or '(none)'}. Register one with "

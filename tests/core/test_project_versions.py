@@ -272,3 +272,36 @@ def test_replace_redefines_the_current_version_and_keeps_the_archived_one():
         again.parsed_version: again,
     }
     assert REGISTRY.siblings(again) == [old] and REGISTRY.siblings(new) == []
+
+
+def test_freshness_can_target_one_version_of_a_project(further_tmp_root):
+    """`freshness={"flib@1.4": ...}` covers that version's resource cells only; "flib" covers
+    every version; a cell scope of an archived version works the same way."""
+    from further_dagster import ResourceCell
+    from further_dagster.errors import ReleaseError
+
+    current = {"release": "r1"}
+
+    def feed_in(project):
+        class Feed(ResourceCell, project=project):
+            contributions = {"release": str}
+
+            @classmethod
+            def get_release(cls, specs):
+                return current["release"]
+
+            def make(self):
+                return {"release": self.release}
+
+    feed_in(Project("flib", version="1.4", archived=True))
+    feed_in(Project("flib", version="2.0"))
+    session = Session(root=further_tmp_root, progress=False)
+    assert session.call("flib@1.4.feed").release == session.call("flib.feed").release == "r1"
+    current["release"] = "r2"
+    pinned = {"flib@1.4": "release:r1"}
+    assert session.call("flib@1.4.feed", freshness=pinned).release == "r1"
+    assert session.call("flib.feed", freshness=pinned).release == "r2"  # 2.0: not covered
+    assert session.call("flib.feed", freshness={"flib": "release:r1"}).release == "r1"
+    assert session.call("flib@1.4.feed", freshness={"flib@1.4.feed": "present"}).release == "r1"
+    with pytest.raises(ReleaseError, match="'flib@9' names no loaded project"):
+        session.call("flib.feed", freshness={"flib@9": "latest"})

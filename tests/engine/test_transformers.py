@@ -147,3 +147,28 @@ def test_two_transformers_under_one_name_are_refused(further_registry):
                 return {}
 
     assert registered_transformers(other) == {"Scale": Scale}
+
+
+def test_a_transformer_of_another_version_of_the_project_is_found(further_registry):
+    """Cells of an archived project version find the transformers the project registered on
+    its current version (its own first)."""
+    old = Project("tf_versions", version="1.4", archived=True)
+    new = Project("tf_versions", version="2.0")
+
+    class Center(Transformer, project=new):
+        def transform(self, values):
+            return values
+
+    class Clip(Transformer, project=old):
+        def transform(self, values):
+            return values
+
+    class ClipNew(Transformer, project=new, name="Clip"):
+        def transform(self, values):
+            return values
+
+    assert find_transformer("Center", old, "here") is Center
+    assert find_transformer("Clip", old, "here") is Clip  # its own version's first
+    assert find_transformer("Clip", new, "here") is ClipNew
+    with pytest.raises(TransformerError, match="has no transformer 'Nope'"):
+        find_transformer("Nope", old, "here")
