@@ -72,6 +72,23 @@ class PostgresInfo:
         """Keyword arguments for `psycopg2.connect`."""
         return {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname}
 
+    def fresh_database(self, prefix: str = "db") -> str:
+        """Create an empty database `<prefix>_<random>` on this server and return its name
+        (one per test, so tests sharing the server never see each other's tables)."""
+        import uuid
+
+        import psycopg2  # type: ignore[import-untyped]
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        conn = psycopg2.connect(**{**self.connect_kwargs(), "dbname": "postgres"})
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return name
+
     def dagster_storage_config(self) -> dict[str, Any]:
         """The `storage: postgres: postgres_db:` mapping for a dagster.yaml."""
         return {

@@ -1,7 +1,5 @@
 """Materializations link to their row of the SQL index; a Dagster run is indexed like a Session."""
 
-import uuid
-
 import dagster as dg
 import pytest
 
@@ -23,17 +21,8 @@ def index_url(request, further_tmp_root):
     if request.param == "sqlite":
         url = f"sqlite:///{further_tmp_root / 'elsewhere.sqlite'}"
     else:
-        import psycopg2  # type: ignore[import-untyped]
-
         server = request.getfixturevalue("postgres_server")
-        name = f"dx_{uuid.uuid4().hex[:12]}"
-        conn = psycopg2.connect(**{**server.connect_kwargs(), "dbname": "postgres"})
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            conn.close()
+        name = server.fresh_database("dx")
         url = f"postgresql+psycopg2://{server.user}:s3cret@{server.host}:{server.port}/{name}"
     yield url
     forget_writers()

@@ -100,13 +100,7 @@ def sbatch_calls() -> set[str]:
     read once nothing is queued and accounting has caught up with earlier tests' jobs."""
 
     def read() -> set[str]:
-        out = subprocess.run(
-            ["sacct", "-a", "-X", "-n", "-P", "-o", "JobID", "-S", "2000-01-01"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return {line.split("_")[0] for line in out.split() if line.strip()}
+        return {line.split("_")[0] for line in accounting("JobID")}
 
     def settled() -> set[str] | None:
         queued = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
@@ -117,15 +111,20 @@ def sbatch_calls() -> set[str]:
     return eventually(settled, 30, "Slurm accounting to settle")
 
 
-def job_names_containing(fragment: str) -> list[str]:
-    """The names of every job accounting knows that contain `fragment`."""
+def accounting(field: str) -> list[str]:
+    """One sacct field of every job accounting knows (array tasks as `<parent>_<i>`)."""
     out = subprocess.run(
-        ["sacct", "-a", "-X", "-n", "-P", "-o", "JobName%200", "-S", "2000-01-01"],
+        ["sacct", "-a", "-X", "-n", "-P", "-o", field, "-S", "2000-01-01"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return [name for name in out.split() if fragment in name]
+    return [line for line in out.split() if line.strip()]
+
+
+def job_names_containing(fragment: str) -> list[str]:
+    """The names of every job accounting knows that contain `fragment`."""
+    return [name for name in accounting("JobName%200") if fragment in name]
 
 
 def in_queue(job_ids: list[str]) -> list[str]:

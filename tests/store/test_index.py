@@ -13,7 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,7 @@ D = "d" * 32
 
 
 def _fresh_pg_database(server: Any) -> str:
-    import psycopg2  # type: ignore[import-untyped]
-
-    name = f"ix_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(**{**server.connect_kwargs(), "dbname": "postgres"})
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
+    name = server.fresh_database("ix")
     return f"postgresql+psycopg2://{server.user}@{server.host}:{server.port}/{name}"
 
 
