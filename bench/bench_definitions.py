@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_definitions.py              # both cases, median of 3
     .venv/bin/python bench/bench_definitions.py --repeat 5
     .venv/bin/python bench/bench_definitions.py --profile sweep   # cProfile of our side
+    .venv/bin/python bench/bench_definitions.py --calls   # function calls, tracked objects
 
 What a code server (`dagster api grpc`, `dagster dev`, `dagster definitions validate`) does on
 load, timed in a fresh interpreter per measurement so that no module or lru cache carries over:
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +100,7 @@ def _plain_sweep(n: int):  # type: ignore[no-untyped-def]
         group_name="bench_sweep",
         ins={"points": dg.AssetIn(key=["bench_sweep", "point"])},
     )
-    def summary(points: dict) -> int:
+    def summary(points: dict) -> int:  # type: ignore[type-arg]  # the baseline as it was
         """Sums the sweep."""
         return sum(points.values())
 
@@ -236,7 +238,8 @@ def run_worker(case: str, side: str, n: int, env: dict[str, str]) -> dict[str, f
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def bench(case: str, n: int, repeat: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -255,6 +258,50 @@ def bench(case: str, n: int, repeat: int, env: dict[str, str]) -> dict[str, dict
         out[side]["min_total"] = min(r["total"] for r in rs)
         out[side]["min_cpu"] = min(r["cpu"] for r in rs)
     return out
+
+
+def calls_worker(case: str, side: str, n: int) -> dict[str, float]:
+    """Python function calls and garbage-collector-tracked objects of build + resolve: a
+    figure that the load of other processes does not move (CPU time on a shared 2-core machine
+    varies by +-15%), for comparing two trees back to back."""
+    import cProfile
+    import gc
+    import pstats
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+    import dagster  # noqa: F401
+
+    if side == "ours":
+        import further_dagster.dagster  # noqa: F401
+    gc.collect()
+    before = len(gc.get_objects())
+    prof = cProfile.Profile()
+    prof.enable()
+    defs = BUILDERS[case, side](n)
+    _resolve(defs)
+    prof.disable()
+    gc.collect()
+    stats: Any = pstats.Stats(prof)  # total_calls is not in the stubs
+    return {"calls": stats.total_calls, "objects": len(gc.get_objects()) - before}
+
+
+def calls(cases: list[str], sizes: dict[str, int], env: dict[str, str]) -> None:
+    print("| case | calls ours / plain (M) | ratio | tracked objects ours / plain | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for case in cases:
+        got = {}
+        for side in ("plain", "ours"):
+            cmd = [sys.executable, __file__, "--calls-worker", case, side, str(sizes[case])]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr}")
+            got[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+        o, p = got["ours"], got["plain"]
+        print(
+            f"| {CASES[case][0].format(n=sizes[case])} | {o['calls'] / 1e6:.2f} / "
+            f"{p['calls'] / 1e6:.2f} | {o['calls'] / p['calls']:.2f}x | {o['objects']:,} / "
+            f"{p['objects']:,} | {o['objects'] / max(p['objects'], 1):.2f}x |"
+        )
 
 
 def profile(case: str, n: int, env: dict[str, str], top: int) -> None:
@@ -293,12 +340,23 @@ def main() -> None:
         help="the directory whose further_dagster is measured (default: this checkout), "
         "e.g. one made by `git archive HEAD further_dagster | tar -x -C DIR`",
     )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="count Python function calls and tracked objects of build + resolve instead "
+        "(one run per side; independent of the machine's load)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("CASE", "SIDE", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--calls-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         case, side, n = args.worker
         print(json.dumps(worker(case, side, int(n))))
+        return
+    if args.calls_worker:
+        case, side, n = args.calls_worker
+        print(json.dumps(calls_worker(case, side, int(n))))
         return
 
     sizes = {"sweep": args.sweep_points, "chain": args.chain_cells}
@@ -306,6 +364,9 @@ def main() -> None:
         env = _env(tmp, args.src.resolve())
         if args.profile:
             profile(args.profile, sizes[args.profile], env, args.top)
+            return
+        if args.calls:
+            calls(args.case or list(CASES), sizes, env)
             return
         results = {}
         for case in args.case or list(CASES):

@@ -8,12 +8,22 @@ it again at the end in that case. A 100-point sweep of a trivial cell (bench/slu
 (a) the engine alone (`run_missing` in mode SLURM, what a Session or a fan-out step runs):
     one job array for the 100 instances, against one sbatch per instance (the baseline);
 (b) through Dagster: a run of the swept asset's whole partition range with the Slurm step
-    executor (the step fans out as one job array), against the same run with
-    `slurm.array: false` (one sbatch per instance); then the cached re-run of the same sweep
-    (target: no job submitted, under 10 s).
+    executor (`steps: multiprocess`: the step fans out as one job array), against the same
+    run with `slurm.array: false` (one sbatch per instance); the same run from the run's
+    process (`steps: in_process`, the default: one array in one pass); then the cached
+    re-run of the same sweep (target: no job submitted, under 10 s).
 
 Columns: sbatch calls (from accounting), submission time (summed over sbatch calls),
 wall time, and each ratio against the baseline of the same part, measured in this process.
+
+    .venv/bin/python bench/bench_slurm.py --steps       # independent Dagster steps
+
+(e) Dagster, six independent cells and a join (bench/slurm_sweep.py `many_defs`: seven steps,
+    seven instances): the run's instances from the run's process in one pass (`steps:
+    in_process`, the default: one array for the six, the join held by `--dependency`),
+    against the Slurm step handler (`steps: multiprocess`: a Slurm job per step, each level
+    launched when the previous one finished), alternating, median of `FURTHER_BENCH_REPEAT`
+    (default 3) fresh stores each.
 
     .venv/bin/python bench/bench_slurm.py --static      # the 3-level sweep and task imports
 
@@ -94,43 +104,53 @@ def bench_engine(root: Path, array: bool) -> dict[str, Any]:
     }
 
 
-def bench_dagster(root: Path, array: bool, instance: Any) -> dict[str, Any]:
+def bench_dagster(
+    root: Path, array: bool, instance: Any, steps: str = "multiprocess", attribute: str = "defs"
+) -> dict[str, Any]:
     import dagster as dg
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     from bench import slurm_sweep
     from further_dagster.dagster import location_of
 
-    key = dg.AssetKey(["bench_sweep", "point"])
-    keys = location_of(slurm_sweep.defs).asset_by_key[key].partitions.keys
-    tags = {
-        "dagster/asset_partition_range_start": keys[0],
-        "dagster/asset_partition_range_end": keys[-1],
-    }
+    tags: dict[str, str] = {}
+    if attribute == "defs":
+        selection = [dg.AssetKey(["bench_sweep", "point"])]
+        sweep: Any = location_of(slurm_sweep.defs)
+        keys = sweep.asset_by_key[selection[0]].partitions.keys
+        tags = {
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        }
+    else:
+        many: Any = location_of(getattr(slurm_sweep, attribute))
+        selection = list(many.asset_by_key)
     repo = ReconstructableRepository.for_module(
-        "bench.slurm_sweep", "defs", working_directory=str(ROOT)
+        "bench.slurm_sweep", attribute, working_directory=str(ROOT)
     )
-    config = {"execution": {"config": {"slurm": {"array": array, "poll_interval_s": 0.2}}}}
+    slurm = {"array": array, "poll_interval_s": 0.2, "check_health_interval_s": 1}
+    config = {"execution": {"config": {"steps": steps, "slurm": slurm}}}
     before = sbatch_calls()
     start = time.perf_counter()
     with dg.execute_job(
         repo.get_reconstructable_job("__ASSET_JOB"),
         instance=instance,
-        asset_selection=[key],
+        asset_selection=selection,
         tags=tags,
         run_config=config,
     ) as result:
         assert result.success
-        steps = sum(e.event_type_value == "STEP_START" for e in result.all_events)
+        started = sum(e.event_type_value == "STEP_START" for e in result.all_events)
         run_id = result.run_id
     wall = time.perf_counter() - start
-    messages = [entry.user_message or "" for entry in instance.all_logs(run_id)]
+    # engine events (the wave's sbatch lines) carry their text in `message` only
+    messages = [entry.user_message or entry.message or "" for entry in instance.all_logs(run_id)]
     submit_s = 0.0
     for message in messages:  # "further: submitted N instance(s) ... in 0.123s"
-        if message.startswith("further: submitted"):
+        if message.startswith(("further: submitted", "Submitted step")):  # arrays, step jobs
             submit_s += float(message.rsplit(" in ", 1)[1].rstrip("s"))
     return {"sbatch": len(sbatch_calls() - before), "submit_s": submit_s, "wall_s": wall,
-            "steps": steps}  # fmt: skip
+            "steps": started}  # fmt: skip
 
 
 def bench_grid(root: Path, dependencies: bool) -> dict[str, Any]:
@@ -213,6 +233,36 @@ def row(name: str, r: dict[str, Any], base: dict[str, Any]) -> str:
     )
 
 
+def run_steps(tmp: Path) -> None:
+    import statistics
+
+    import dagster as dg
+
+    repeat = int(os.environ.get("FURTHER_BENCH_REPEAT", "3"))
+    print("(e) Dagster: six independent cells and a join (7 steps, 7 instances)\n")
+    found: dict[str, list[dict[str, Any]]] = {"multiprocess": [], "in_process": []}
+    with dg.instance_for_test() as instance:
+        os.environ["FURTHER_ROOT"] = str(tmp / "steps-warm")
+        bench_dagster(tmp, True, instance, "in_process", "many_defs")  # warm-up
+        for k in range(repeat):  # alternating, each on a fresh store
+            for steps in ("multiprocess", "in_process"):
+                os.environ["FURTHER_ROOT"] = str(tmp / f"steps-{steps}-{k}")
+                found[steps].append(bench_dagster(tmp, True, instance, steps, "many_defs"))
+
+    def median(steps: str) -> dict[str, Any]:
+        runs = found[steps]
+        return {f: statistics.median(r[f] for r in runs) for f in ("sbatch", "submit_s", "wall_s")}
+
+    base, waves = median("multiprocess"), median("in_process")
+    print(f"median of {repeat} alternating runs, each on a fresh store\n")
+    print("| variant | sbatch calls | submit s | ratio | wall s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(row("a Slurm job per step (`steps: multiprocess`, baseline)", base, base))
+    print(row("one pass from the run (`steps: in_process`)", waves, base))
+    for steps, runs in found.items():
+        print(f"  {steps}: wall s " + ", ".join(f"{r['wall_s']:.1f}" for r in runs))
+
+
 def main() -> None:
     started_cluster = cluster("status").returncode != 0
     if started_cluster:
@@ -224,6 +274,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-slurm-", dir="/tmp") as tmp:
             if "--static" in sys.argv[1:]:
                 run_static(Path(tmp))
+            elif "--steps" in sys.argv[1:]:
+                run_steps(Path(tmp))
             else:
                 run(Path(tmp))
     finally:
@@ -257,7 +309,11 @@ def run(tmp: Path) -> None:
         os.environ["FURTHER_ROOT"] = str(tmp / "dagster-array")
         arr = bench_dagster(tmp, array=True, instance=instance)
         print(row("one job array", arr, base))
-        cached = bench_dagster(tmp, array=True, instance=instance)
+    with dg.instance_for_test() as instance:
+        os.environ["FURTHER_ROOT"] = str(tmp / "dagster-waves")
+        waves = bench_dagster(tmp, array=True, instance=instance, steps="in_process")
+        print(row("one job array, one pass from the run (`steps: in_process`)", waves, base))
+        cached = bench_dagster(tmp, array=True, instance=instance, steps="in_process")
         print(row("cached re-run (same sweep)", cached, base))
         verdict = "met" if cached["sbatch"] == 0 and cached["wall_s"] < 10 else "MISSED"
         print(

@@ -85,3 +85,51 @@ class Score(Cell, project=bench_grid):
 
     def make(self):
         return {"value": self.inputs["fit"].value * 2}
+
+
+# --- `bench_slurm.py --steps`: N independent cells and one that joins them -----------------
+
+bench_many = Project("bench_many", description="six independent cells and a join")
+
+
+class _Leaf(Cell, abstract=True):
+    """A trivial independent cell (each subclass is one asset, one Dagster step)."""
+
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": len(self.name)}
+
+
+class Leaf0(_Leaf, project=bench_many):
+    """Independent."""
+
+
+class Leaf1(_Leaf, project=bench_many):
+    """Independent."""
+
+
+class Leaf2(_Leaf, project=bench_many):
+    """Independent."""
+
+
+class Leaf3(_Leaf, project=bench_many):
+    """Independent."""
+
+
+class Leaf4(_Leaf, project=bench_many):
+    """Independent."""
+
+
+class Leaf5(_Leaf, project=bench_many):
+    """Independent."""
+
+
+class Join(Cell, project=bench_many):
+    """The sum of the six (a Slurm job of its own: the dependent level)."""
+
+    req_cells = {f"leaf{k}": Req(f"leaf{k}") for k in range(6)}
+    contributions = {"value": int}
+
+    def make(self):
+        return {"value": sum(self.inputs[f"leaf{k}"].value for k in range(6))}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from further_dagster.core.addressing import AddressNode
 from further_dagster.core.cell import Cell
-from further_dagster.core.hashing import digest, encode
+from further_dagster.core.hashing import digest, encode, plain_token
 from further_dagster.core.iterative import Increments, edge_values, switch_on
 from further_dagster.core.params import Opts, Specs, expand
 from further_dagster.core.scopes import Scope
@@ -185,10 +185,20 @@ def make_cache_key(
     root_opts: Mapping[str, Any] | None,
     tag: tuple[int, ...] = NO_TAG,
     where: bytes = b"",
+    token: bytes | None = None,
 ) -> CacheKey:
-    """`where`: the scope and address tokens (and the root marker) of the place resolved."""
+    """`where`: the scope and address tokens (and the root marker) of the place resolved.
+
+    Plain values are written as their `plain_token`, about three times cheaper than `encode`
+    (no sorting) and never equal to an encoding ("d{" against "d<count>{"): equal values given
+    in another order then only miss a share, as the logic key still finds the instance.
+    `token`: `plain_token(values)` when the caller has it."""
     if values or root_opts:
-        encoded = encode(dict(values)) + (encode(dict(root_opts)) if root_opts else _EMPTY)
+        if token is None and type(values) is dict:
+            token = plain_token(values)
+        if token is None:
+            token = encode(dict(values))
+        encoded = token + (encode(dict(root_opts)) if root_opts else _EMPTY)
         return (cell, encoded + where, tag)
     return (cell, where, tag)
 

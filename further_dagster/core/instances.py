@@ -23,7 +23,7 @@ store by `CallContext.increment_counter`); a call's transformers reshape Specs a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,8 @@ from further_dagster.core.edges import (
     make_cache_key,
 )
 from further_dagster.core.graph import DefinitionGraph
-from further_dagster.core.hashing import encode
+from further_dagster.core.hashing import encode, plain_token
+from further_dagster.core.instance import Instance, walk
 from further_dagster.core.iterative import (
     PREVIOUS_EDGE,
     IncrementCounter,
@@ -52,87 +53,10 @@ from further_dagster.core.iterative import (
     unroll_limit,
 )
 from further_dagster.core.keys import STRUCTURAL_RELEASE, logic_key
-from further_dagster.core.params import VAR, Opts, ProjectParams, Specs, build_model
+from further_dagster.core.params import VAR, ProjectParams, Specs, build_model
 from further_dagster.core.scopes import Scope
-from further_dagster.core.validated import Validated
+from further_dagster.core.validated import Validated, defaults
 from further_dagster.errors import IncrementsError
-
-
-@dataclass(eq=False, slots=True)
-class Instance:
-    """One cell with resolved Specs/Opts and resolved dependencies; `key` is its logic key.
-    Never changed once resolved (not `frozen`: that costs ~2 µs per instance to build)."""
-
-    cell: type[Cell]
-    specs: Specs
-    opts: Opts
-    deps: Mapping[str, Instance | tuple[Instance, ...]]
-    key: str
-    release: str | None = None
-    # The key with every resource release replaced by a placeholder: stable across releases,
-    # so it can name things (partitions) that must not change when external data changes.
-    skey: str = ""
-    # Releases of every resource instance under this one (itself included), by label; built
-    # once at resolution so provenance never walks the graph per instance.
-    upstream_releases: Mapping[str, str] = field(default_factory=dict)
-    # DYN / STUB / RAND edges, by name: resolved when this instance computes.
-    dynamic: Mapping[str, DynamicEdge] = field(default_factory=dict)
-    # An IncrementingCell's increment (1-based; 0 for any other cell) and its base instance's
-    # key, from which every increment's key derives (core/iterative.py).
-    increment: int = 0
-    base: str = ""
-    # Records of the call-time transformers that set its Specs (core/iterative.py).
-    transformed: tuple[dict[str, Any], ...] = ()
-    labels: tuple[str, ...] = ()  # of the call that computes it (set then): provenance only
-
-    @property
-    def label(self) -> str:
-        """`project.cell@key12` (`#i` after an increment's), the short name used in logs."""
-        if self.increment:
-            return f"{self.cell.full_name}@{self.key[:12]}#{self.increment}"
-        return f"{self.cell.full_name}@{self.key[:12]}"
-
-    def dep_instances(self) -> Iterator[Instance]:
-        for dep in self.deps.values():
-            if isinstance(dep, tuple):
-                yield from dep
-            else:
-                yield dep
-
-    def dep_keys(self) -> dict[str, str | list[str]]:
-        return {
-            edge: [d.key for d in dep] if isinstance(dep, tuple) else dep.key
-            for edge, dep in self.deps.items()
-        }
-
-    def releases(self) -> dict[str, str]:
-        """Releases of every resource instance this one rests on, itself included."""
-        return dict(self.upstream_releases)
-
-    def __repr__(self) -> str:
-        return f"Instance({self.label})"
-
-
-def walk(roots: list[Instance]) -> list[Instance]:
-    """Unique instances (by key) under `roots`, dependencies before dependents."""
-    seen: set[str] = set()
-    order: list[Instance] = []
-    stack: list[tuple[Instance, bool]] = [(r, False) for r in reversed(roots)]
-    while stack:
-        inst, expanded = stack.pop()
-        if expanded:
-            if inst.key not in seen:
-                seen.add(inst.key)
-                order.append(inst)
-            continue
-        if inst.key in seen:
-            continue
-        stack.append((inst, True))
-        for dep in reversed(list(inst.dep_instances())):
-            if dep.key not in seen:
-                stack.append((dep, False))
-    return order
-
 
 ReleaseLookup = Callable[[type[Cell], Specs], str]
 """`lookup(cell, specs) -> release` of a resource instance (the engine's ReleaseResolver is one)."""
@@ -238,14 +162,17 @@ class Resolver:
                     "IncrementingCell; drop increments="
                 )
             where += increments.token
-        cache_key = make_cache_key(cell, values, root_opts, tags.get(cell, NO_TAG), where)
+        # a call's values are often all its instance's Specs: their token serves both
+        token = plain_token(values) if values and type(values) is dict else None
+        cache_key = make_cache_key(cell, values, root_opts, tags.get(cell, NO_TAG), where, token)
         cache = self._cache
         found = cache.get(cache_key)
         if found is not None:
             return found
         scope = self._scope(cell.project.address)
+        root = not as_edge
         stack = [
-            self._open(cell, cache_key, values, root_opts, scope, node, not as_edge, 0, increments)
+            self._open(cell, cache_key, values, root_opts, scope, node, root, 0, increments, token)
         ]
         while True:
             top = stack[-1]
@@ -430,15 +357,18 @@ class Resolver:
         root: bool,
         unroll: int,
         increments: Increments | None,
+        token: bytes | None = None,
     ) -> Pending:
         """Validate the Specs and Opts of a new instance (the order of the module docstring);
-        its dependencies come next."""
+        its dependencies come next. `token`: `plain_token(values)`, if known."""
         merged: dict[str, Any] = {}
         subscribed = cell.project_params
+        others = False  # did anything but `values` set a field?
         if subscribed:
-            defaults = self._param_defaults(cell.project.address)
+            others = True
+            param_defaults = self._param_defaults(cell.project.address)
             for name in subscribed:
-                merged[name] = getattr(defaults, name)
+                merged[name] = getattr(param_defaults, name)
         if values:
             merged.update(values)
         if subscribed and scope.params:
@@ -450,14 +380,19 @@ class Resolver:
             labelled = scope.cell_specs.get(cell.name)
             if labelled:
                 merged.update(labelled)
+                others = True
         addressed = self.context.specs.get(cell.full_name)
         if addressed:
             merged.update(addressed)
+            others = True
         if node is not None and node.values:
             merged.update(node.values)
+            others = True
         if root and values:
             merged.update(values)
-        specs = self._validated.model(cell.Specs, cell.full_name, merged, "Specs")
+        if others:
+            token = None
+        specs = self._validated.model(cell.Specs, cell.full_name, merged, "Specs", token)
         transformed: tuple[dict[str, Any], ...] = ()
         if node is not None and self.context.transformers:
             specs, transformed = transform(self.context.transformers, node.path, cell, specs)
@@ -467,7 +402,10 @@ class Resolver:
             opts_values = {**(labelled_opts or {}), **(addressed_opts or {}), **(root_opts or {})}
         else:
             opts_values = {}
-        opts = self._validated.model(cell.Opts, cell.full_name, opts_values, "Opts")
+        if opts_values:
+            opts = self._validated.model(cell.Opts, cell.full_name, opts_values, "Opts")
+        else:
+            opts = defaults(cell.Opts, cell.full_name, opts_values, "Opts")
         plan = self._plans.get(cell)
         if plan is None:
             plan = self._plans[cell] = EdgePlan(cell, self.graph.targets[cell])
@@ -490,7 +428,9 @@ class Resolver:
             else:
                 deps[edge] = tuple(resolved[at : at + count])
                 at += count
-        dynamic, descriptors = dynamic_edges(pending, self.context, self._cross)
+        dynamic, descriptors = (
+            dynamic_edges(pending, self.context, self._cross) if pending.plan.dynamic else _NONE
+        )
 
         release = None
         if cell.is_resource:
@@ -505,7 +445,13 @@ class Resolver:
             else self._increment(pending, deps, key, descriptors, dynamic)
         )
         if inst is None:
-            if release is None and all(d.skey == d.key for d in resolved):
+            structural = release is None
+            if structural:
+                for dep in resolved:
+                    if dep.skey != dep.key:
+                        structural = False
+                        break
+            if structural:
                 skey = key
             else:
                 skey = logic_key(
@@ -580,6 +526,7 @@ class Resolver:
 
 _NO_DYNAMIC: Mapping[str, DynamicEdge] = {}
 _NO_RELEASES: Mapping[str, str] = {}
+_NONE: tuple[None, None] = (None, None)
 
 
 def _collect_releases(

@@ -169,6 +169,12 @@ def _key_parts(cell: type[Cell]) -> tuple[bytes, bytes, int]:
 def _encode_deps(deps: Mapping[str, Instance | tuple[Instance, ...]], structural: bool) -> bytes:
     """`encode({edge: key or [keys]})` of the dependencies' (structural) keys, without the
     intermediate dict."""
+    if not deps:
+        return b"d0{}"
+    if len(deps) == 1:  # the usual case: nothing to sort
+        for edge, dep in deps.items():
+            if not isinstance(dep, tuple):
+                return b"d1{" + encode(edge) + encode(dep.skey if structural else dep.key) + b"}"
     items = []
     for edge, dep in deps.items():
         if isinstance(dep, tuple):

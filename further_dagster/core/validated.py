@@ -40,11 +40,20 @@ class Validated:
         # id -> (the Specs, kept alive so that its id is never reused; its encoding)
         self._encoded: dict[int, tuple[Specs, bytes]] = {}
 
-    def model(self, model: type[M], where: str, values: Mapping[str, Any], what: str) -> M:
-        """`defaults(model, where, values, what)`, shared with every earlier equal call."""
+    def model(
+        self,
+        model: type[M],
+        where: str,
+        values: Mapping[str, Any],
+        what: str,
+        token: bytes | None = None,
+    ) -> M:
+        """`defaults(model, where, values, what)`, shared with every earlier equal call.
+        `token`: `plain_token(values)` when the caller has it."""
         if not values:
             return defaults(model, where, values, what)
-        token = plain_token(values if type(values) is dict else dict(values))
+        if token is None:
+            token = plain_token(values if type(values) is dict else dict(values))
         if token is None:
             return build_model(model, values, where=where, what=what)
         slot = (model, token)

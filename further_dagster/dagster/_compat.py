@@ -66,6 +66,8 @@ from dagster_shared.error import SerializableErrorInfo
 
 __all__ = [
     "sqlite_storages",
+    "asset_key_table",
+    "dagster_version",
     # slurm launcher / executor / modes (issue 4)
     "CheckRunHealthResult",
     "CheckStepHealthResult",
@@ -214,10 +216,28 @@ def check_evaluation_event(
     )
 
 
-def check_targets(instance: Any, asset_keys: Sequence[dg.AssetKey]) -> dict[dg.AssetKey, Any]:
-    """Asset key -> its latest materialization as an asset check's target, in one query."""
+def check_targets(
+    instance: Any,
+    asset_keys: Sequence[dg.AssetKey],
+    recorded: Mapping[dg.AssetKey, tuple[int, Any]] | None = None,
+) -> dict[dg.AssetKey, Any]:
+    """Asset key -> its latest materialization as an asset check's target, in one query;
+    `recorded` (asset key -> (storage id, event log entry) of the latest materializations
+    written in the open event batch, see dagster/sqlite_events.py) answers for those assets
+    without reading (and deserializing) their records back."""
     found: dict[dg.AssetKey, Any] = {}
-    for record in instance.get_asset_records(list(asset_keys)):
+    rest = []
+    for key in asset_keys:
+        if recorded is not None and key in recorded:
+            storage_id, entry = recorded[key]
+            found[key] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=storage_id, run_id=entry.run_id, timestamp=entry.timestamp
+            )
+        else:
+            rest.append(key)
+    if not rest:
+        return found
+    for record in instance.get_asset_records(rest):
         latest = record.asset_entry.last_materialization_record
         if latest is not None:
             found[record.asset_entry.asset_key] = AssetCheckEvaluationTargetMaterializationData(
@@ -456,6 +476,20 @@ def sqlite_storages() -> tuple[Any, Any, str, int]:
     from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 
     return SqliteEventLogStorage, SqliteRunStorage, INDEX_SHARD_NAME, SQLITE_BUSY_TIMEOUT_SECONDS
+
+
+def dagster_version() -> str:
+    """The installed Dagster's version (its storage schema is that version's)."""
+    from dagster.version import __version__
+
+    return str(__version__)
+
+
+def asset_key_table() -> Any:
+    """Dagster's `asset_keys` table (SQLAlchemy), one row per asset: its latest events."""
+    from dagster._core.storage.event_log.schema import AssetKeyTable
+
+    return AssetKeyTable
 
 
 _SQLITE_STORAGES = (

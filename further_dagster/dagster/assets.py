@@ -28,7 +28,7 @@ from further_dagster.dagster.location import (
 from further_dagster.dagster.resources import FurtherResource, StoredCell
 from further_dagster.dagster.run_config import run_freshness, step_mode
 from further_dagster.dagster.runtime_children import record_runtime_children
-from further_dagster.dagster.specs_config import specs_config_schema
+from further_dagster.dagster.specs_config import SchemaCache
 from further_dagster.dagster.versions import input_tags, version_tags
 from further_dagster.dagster.waves import wave_report
 from further_dagster.engine.modes import Mode
@@ -39,10 +39,32 @@ from further_dagster.errors import FurtherError
 DESCRIBED_PARTITIONS = 50  # rows of the partition table in an asset's description
 
 
-def _description(asset: CellAsset) -> str:
+class _Shared:
+    """What the assets of one build share: config fields of alike schemas (specs_config.py),
+    metadata values that repeat (versions, contributions: one object for all the assets that
+    show the same text), the docstrings of base classes."""
+
+    def __init__(self) -> None:
+        self.schemas = SchemaCache()
+        self._texts: dict[str, dg.TextMetadataValue] = {}
+        self._docs: dict[type, str | None] = {}
+
+    def text(self, value: str) -> dg.TextMetadataValue:
+        found = self._texts.get(value)
+        if found is None:
+            found = self._texts[value] = dg.MetadataValue.text(value)
+        return found
+
+    def doc(self, cls: type) -> str | None:
+        if cls not in self._docs:
+            self._docs[cls] = inspect.getdoc(cls)
+        return self._docs[cls]
+
+
+def _description(asset: CellAsset, shared: _Shared) -> str:
     cell = asset.cell
     doc = inspect.getdoc(cell)
-    if not doc or doc == inspect.getdoc(cell.__mro__[1]):
+    if not doc or doc == shared.doc(cell.__mro__[1]):
         doc = f"Cell {cell.full_name}."
     lines = [doc, "", f"Contributions: {', '.join(cell.contributions)}."]
     if asset.partitions is not None:
@@ -289,15 +311,15 @@ def _upstream_deps(asset: CellAsset) -> list[dg.AssetDep]:
     return deps
 
 
-def _definition_metadata(asset: CellAsset) -> dict[str, Any]:
+def _definition_metadata(asset: CellAsset, shared: _Shared) -> dict[str, Any]:
     cell = asset.cell
     fields = cell.Specs.model_fields
     defaults_known = all(not f.is_required() for f in fields.values())
     return {
         T.CELL_TAG: cell.full_name,
-        T.LOGIC_VERSION: str(cell.logic_version),
-        T.API_VERSION: str(cell.api_version),
-        T.CONTRIBUTIONS: ", ".join(cell.contributions),
+        T.LOGIC_VERSION: shared.text(str(cell.logic_version)),
+        T.API_VERSION: shared.text(str(cell.api_version)),
+        T.CONTRIBUTIONS: shared.text(", ".join(cell.contributions)),
         T.SPEC_DEFAULTS: dg.MetadataValue.json(
             json.loads(cell.Specs.model_construct().model_dump_json()) if defaults_known else {}
         ),
@@ -309,8 +331,11 @@ def cell_asset(
     asset: CellAsset,
     partitions: Mapping[str, dg.StaticPartitionsDefinition],
     backfill_policy: dg.BackfillPolicy | None,
+    shared: _Shared | None = None,
 ) -> dg.AssetsDefinition:
-    """The materializable asset of one (non-resource) cell."""
+    """The materializable asset of one (non-resource) cell; `shared`: what the assets of one
+    build share (build_cell_assets passes one for all)."""
+    shared = shared if shared is not None else _Shared()
     cell = asset.cell
     op_tags: dict[str, Any] = {T.CELL_TAG: cell.full_name}
     if cell.slurm is not None:
@@ -320,7 +345,7 @@ def cell_asset(
         key=asset_key_for(cell),
         group_name=cell.project.name,
         code_version=str(cell.logic_version),
-        description=_description(asset),
+        description=_description(asset, shared),
         deps=_upstream_deps(asset),
         partitions_def=partitions[asset.partitions.name] if asset.partitions else None,
         backfill_policy=backfill_policy,
@@ -328,8 +353,8 @@ def cell_asset(
         required_resource_keys={RESOURCE_KEY},
         kinds={T.KIND},
         op_tags=op_tags,
-        metadata=_definition_metadata(asset),
-        config_schema=specs_config_schema(cell),
+        metadata=_definition_metadata(asset, shared),
+        config_schema=shared.schemas.field_for(cell),
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.Output[StoredCell]:
         return _materialize(context, location, asset)
@@ -350,13 +375,14 @@ def build_cell_assets(location: Location, backfill_policy: dg.BackfillPolicy | N
     from further_dagster.dagster.resource_assets import resource_asset
 
     defs = partitions_defs(location)
+    shared = _Shared()
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; the warning would repeat for every cell.
         warnings.simplefilter("ignore", dg.BetaWarning)
         return [
             resource_asset(location, a)
             if a.cell.is_resource
-            else cell_asset(location, a, defs, backfill_policy)
+            else cell_asset(location, a, defs, backfill_policy, shared)
             for a in location.projection.assets.values()
         ]
 

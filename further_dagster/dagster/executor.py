@@ -9,12 +9,20 @@ run tag `further/mode` wins, then the executor run config `mode`, then this exec
 | LOCAL            | in-process, instances as waves (waves.py)       | one thread pool          |
 | LOCAL_PROCESSES  | in-process, instances as waves (waves.py)       | one pool of processes    |
 | DASK             | in-process, instances as waves (waves.py)       | one Dask cluster         |
-| SLURM            | step-delegating executor, Slurm step handler    | one Slurm job array/step |
+| SLURM            | in-process, instances as waves (waves.py)       | job arrays, one pass     |
+
+In SLURM mode the waves are one pass over the run (engine/backends/slurm.py): independent
+steps' instances that share a spec are one job array, a dependent step's instances wait in
+Slurm (`--dependency=aftercorr/afterok`), so no level waits for the previous one to finish
+before it is submitted. The steps run in the run's process (the CLI's, or the Slurm run
+worker's job) and record their instances' events as they finish.
 
 With `steps: multiprocess` every mode uses Dagster's own executor for it, a process (or Dask
 task) per step, as before the waves: LOCAL and LOCAL_PROCESSES Dagster's multiprocess executor
-(each step's instances in threads or processes), DASK dagster-dask's executor; a DASK run with
-a `dask.cluster` config uses dagster-dask's executor too (that config is dagster-dask's).
+(each step's instances in threads or processes), DASK dagster-dask's executor, SLURM the
+step-delegating executor with the Slurm step handler (dagster/slurm_step_handler.py: one Slurm
+job per step, a step with several missing instances as one array); a DASK run with a
+`dask.cluster` config uses dagster-dask's executor too (that config is dagster-dask's).
 
 Each cell runs in its effective mode under the ceiling (`engine.modes.effective_mode`): a cell
 may ask for a mode at or below the run's, in the same branch; `in_parallel=False` forces it
@@ -76,7 +84,14 @@ class ModeExecutor(_compat.Executor):
         config = self.config
         waves = config.get("steps", "in_process") == "in_process" and not config.get("dask")
         if waves and wave_mode(mode) and location is not None:
-            return WaveExecutor(location.store(), mode, config["retries"], config["max_concurrent"])
+            slurm = None
+            if mode is Mode.SLURM:
+                from further_dagster.dagster.slurm_step_handler import wave_settings
+
+                slurm = wave_settings(instance, run.run_id, config, location)
+            return WaveExecutor(
+                location.store(), mode, config["retries"], config["max_concurrent"], slurm
+            )
         if mode is Mode.INLINE:
             return _compat.inner_executor("in_process", {"retries": config["retries"]})
         if mode in (Mode.LOCAL, Mode.LOCAL_PROCESSES):
@@ -136,18 +151,20 @@ def _slurm_schema() -> dg.Field:
             "array": dg.Field(
                 bool,
                 default_value=SLURM_DEFAULTS["array"],
-                description="submit a step's ready instances as one job array (False: one "
-                "sbatch per instance)",
+                description="submit instances that share a spec (and, in one pass, a level) as "
+                "one job array (False: one sbatch per instance, one wave of ready instances at "
+                "a time)",
             ),
             "check_health_interval_s": dg.Field(
                 int,
                 default_value=SLURM_DEFAULTS["check_health_interval_s"],
-                description="seconds between Slurm state checks",
+                description="seconds between Slurm state checks of a step's job "
+                "(`steps: multiprocess`)",
             ),
             "poll_interval_s": dg.Field(
                 float,
                 default_value=SLURM_DEFAULTS["poll_interval_s"],
-                description="seconds between event-log polls",
+                description="seconds between event-log polls (`steps: multiprocess`)",
             ),
         },
         is_required=False,
@@ -180,16 +197,17 @@ def config_schema(default_mode: Mode) -> dict[str, Any]:
             description=(
                 "in_process: steps run in the run's process and the run's missing instances go "
                 "to the engine's pools for the mode (threads, processes, Dask) in waves across "
-                "steps; multiprocess: Dagster's own executor for the mode, a process per step. "
-                "SLURM runs a Slurm job per step either way."
+                "steps, or under SLURM to Slurm in one pass (job arrays chained by Slurm "
+                "dependencies); multiprocess: Dagster's own executor for the mode, a process per "
+                "step (SLURM: a Slurm job per step, a fanning-out step's instances as one array)."
             ),
         ),
         "max_concurrent": dg.Field(
             dg.Noneable(int),
             default_value=None,
-            description="steps running at once (`steps: multiprocess`, SLURM); with `steps: "
+            description="steps running at once (`steps: multiprocess`); with `steps: "
             "in_process`, the instances running at once (threads, processes or Dask workers; "
-            "default: CPUs + 2)",
+            "default: CPUs + 2; Slurm runs what its queue allows)",
         ),
         "retries": _compat.get_retries_config(),
         "record_cached": dg.Field(
@@ -235,7 +253,8 @@ def further_executor_def(
 
 
 slurm_executor = mode_executor_def(Mode.SLURM, name="further_slurm")
-"""Each step as a Slurm job (sweeps: one job array per step), stored steps never submitted."""
+"""A run's missing instances as Slurm job arrays in one pass (`steps: multiprocess`: each step
+as a Slurm job, a sweep as one array per step), stored steps never submitted."""
 
 dask_executor = mode_executor_def(Mode.DASK, name="further_dask")
 """Each step on dagster-dask's executor (a local Dask cluster by default), stored steps skipped."""

@@ -154,7 +154,7 @@ class SkipCachedExecutor(_compat.Executor):
         # An event is stored as it is made: made in one batch, the run's releases, the cached
         # steps' records and their checks share one commit (each still reads what the ones
         # before it wrote: an input pointer is the storage id of the upstream's new record).
-        with event_batch(plan_context.instance):
+        with event_batch(plan_context.instance) as batch:
             before = list(self._observe_releases(plan_context, actual))
             if cached:
                 before.append(
@@ -162,10 +162,19 @@ class SkipCachedExecutor(_compat.Executor):
                 )
                 if self.record != "none":
                     root = self.location.store().root
+                    recorded = batch.materialized if batch is not None else None
                     for step_key, entries in cached.items():
                         for asset_key, by_pk in entries:
-                            before += self._record(plan_context, step_key, asset_key, by_pk, root)
-            before += self._evaluate_checks(plan_context, now_checks, actual, digest=None)
+                            before += self._record(
+                                plan_context, step_key, asset_key, by_pk, root, recorded
+                            )
+            before += self._evaluate_checks(
+                plan_context,
+                now_checks,
+                actual,
+                digest=None,
+                recorded=batch.materialized if batch is not None else None,
+            )
         yield from before
         if not to_run:
             return
@@ -230,16 +239,20 @@ class SkipCachedExecutor(_compat.Executor):
         actual: Mapping[str, Instance],
         *,
         digest: bool | None,
+        recorded: Mapping[dg.AssetKey, tuple[int, Any]] | None = None,
     ) -> Iterator[_compat.DagsterEvent]:
         """An asset check evaluation for each check of `checks` (see `_checks_here`); the
         intact check with digests (True), the cheap checks (False: sizes, no file read) or as
-        the store's verify mode says (None, see dagster/checks.py)."""
+        the store's verify mode says (None, see dagster/checks.py). `recorded`: the
+        materializations written in the open event batch (their records need no read)."""
         if not checks:
             return
         run = plan_context.dagster_run
         freshness = run_freshness(self.location, run.tags, run.run_config)
         targets = _compat.check_targets(
-            plan_context.instance, list({k.asset_key: 0 for ks in checks.values() for k in ks})
+            plan_context.instance,
+            list({k.asset_key: 0 for ks in checks.values() for k in ks}),
+            recorded,
         )
         for step_key, keys in checks.items():
             for key in keys:
@@ -335,10 +348,12 @@ class SkipCachedExecutor(_compat.Executor):
         asset_key: dg.AssetKey,
         by_pk: Mapping[str | None, list[Instance]],
         store_root: Any,
+        recorded: Mapping[dg.AssetKey, tuple[int, Any]] | None = None,
     ) -> Iterator[_compat.DagsterEvent]:
         upstream = self.location.asset_by_key[asset_key].upstream
-        # Recorded now, after the upstream steps' own events: their versions are the current ones.
-        inputs = input_tags(plan_context.instance, upstream)
+        # Recorded now, after the upstream steps' own events: their versions are the current ones
+        # (those recorded in this batch known without a query).
+        inputs = input_tags(plan_context.instance, upstream, recorded)
         for pk, group in by_pk.items():
             meta = instance_metadata(
                 store_root, group[0], True, 0.0, getattr(self.location.store(), "index_url", None)

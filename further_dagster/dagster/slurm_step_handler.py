@@ -1,5 +1,9 @@
 """The Slurm step executor: Dagster's step-delegating executor with a Slurm `StepHandler`.
 
+A SLURM run uses it with `steps: multiprocess`; by default (`steps: in_process`) the steps run
+in the run's process and the run's missing instances go to Slurm in one pass (dagster/waves.py,
+with `wave_settings` below). With the step handler:
+
 Every step that is not stored (the `SkipCachedExecutor` around this one drops those before any
 submission) goes one of two ways, decided when it is launched (`route`):
 
@@ -63,7 +67,13 @@ from further_dagster.slurm import SlurmSpec, merge, states
 from further_dagster.slurm.client import SlurmClient, SubmititClient, describe_job_end
 from further_dagster.slurm.command import run_command
 
-__all__ = ["SlurmStepHandler", "StepRoute", "fanout_settings"]
+__all__ = [
+    "SlurmStepHandler",
+    "StepRoute",
+    "fanout_settings",
+    "record_submission",
+    "wave_settings",
+]
 
 log = logging.getLogger("further")
 
@@ -315,6 +325,26 @@ def array_folder(layer: SlurmLayer, step_key: str) -> Path:
     return layer.folder / "arrays" / step_key
 
 
+def record_submission(instance: Any, run_id: str, tags_of: Mapping[str, list[str]]) -> list[str]:
+    """Add each step's new job ids (`tags_of`: step key -> job ids, array tasks `<id>_<i>`)
+    to its run tag `further/slurm_array/<step key>` as parent ids, where terminate and a
+    restarted daemon find them; the parent ids added, in order."""
+    current = instance.get_run_by_id(run_id)
+    tags = dict(current.tags) if current is not None else {}
+    added: dict[str, str] = {}
+    new: list[str] = []
+    for step_key, job_ids in tags_of.items():
+        tag = T.ARRAY_TAG_PREFIX + step_key
+        known = [i for i in (tags.get(tag) or "").split(",") if i]
+        parents = sorted({j.split("_")[0] for j in job_ids} - set(known))
+        if parents:
+            added[tag] = ",".join([*known, *parents])
+            new.extend(p for p in parents if p not in new)
+    if added:
+        instance.add_run_tags(run_id, added)
+    return new
+
+
 def fanout_settings(context: dg.AssetExecutionContext, location: Location) -> SlurmSettings:
     """The engine's Slurm settings inside a fan-out step: the same layer as the handler that
     launched it (run config + instance), the location's client; each submission is logged to
@@ -324,13 +354,9 @@ def fanout_settings(context: dg.AssetExecutionContext, location: Location) -> Sl
     step_key = context.get_step_execution_context().step.key
     config = resolved_executor_config(context.job_def, run.run_config)
     layer = slurm_layer(instance, run.run_id, config)
-    tag = T.ARRAY_TAG_PREFIX + step_key
 
     def record(submission: Submission) -> None:
-        current = instance.get_run_by_id(run.run_id)
-        known = [i for i in ((current.tags.get(tag) or "") if current else "").split(",") if i]
-        parents = sorted({j.split("_")[0] for j in submission.job_ids} - set(known))
-        instance.add_run_tags(run.run_id, {tag: ",".join([*known, *parents])})
+        parents = record_submission(instance, run.run_id, {step_key: submission.job_ids})
         kind = "one job array" if submission.array else "one job"
         context.log.info(
             f"further: submitted {len(submission.job_ids)} instance(s) of {submission.cell} to "
@@ -344,6 +370,24 @@ def fanout_settings(context: dg.AssetExecutionContext, location: Location) -> Sl
         python=layer.python,
         on_submit=record,
         client=location.slurm_client,
+    )
+
+
+def wave_settings(
+    instance: Any, run_id: str, config: Mapping[str, Any], location: Location
+) -> SlurmSettings:
+    """The engine's Slurm settings for a whole run's wave (dagster/waves.py): the same layer as
+    the step handler's (launcher defaults < executor run config, under each cell's own spec),
+    one folder per run (`<folder>/<run id>/waves`), the location's client (the real one when
+    it names none, so that the executor can cancel what the pool submitted). The wave executor
+    adds `on_submit` (it knows which step owns which instance)."""
+    layer = slurm_layer(instance, run_id, config)
+    return SlurmSettings(
+        folder=layer.folder / "waves",
+        base=layer.base,
+        array=layer.array,
+        python=layer.python,
+        client=location.slurm_client or SubmititClient(),
     )
 
 

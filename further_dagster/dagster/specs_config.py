@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from further_dagster.core.cell import Cell
 from further_dagster.core.iterative import Increments, Transformer, find_transformer
+from further_dagster.core.project import Project
 
 OPTS_KEY = "opts"
 LABEL_KEY = "project_init_label"
@@ -94,6 +95,72 @@ def _fields(model: type[BaseModel]) -> dict[str, dg.Field]:
 def specs_config_schema(cell: type[Cell]) -> dict[str, dg.Field] | None:
     """The op config schema of `cell`'s asset: its Specs fields, and `opts` for its Opts (all
     optional: what is not given keeps the code location's value). None when it has neither."""
+    return _schema_with(cell, _label_field(cell.project)) or None
+
+
+def _label_field(project: Project) -> dg.Field | None:
+    if project.inits_path is None or not project.inits_path.exists():
+        return None
+    return dg.Field(
+        dg.Any,
+        is_required=False,
+        description=(
+            "label(s) of the project's project_inits.yaml for this run: a name or a "
+            f"list of names ({', '.join(sorted(project.labels())) or 'none'})"
+        ),
+    )
+
+
+class SchemaCache:
+    """The op config schemas of one build, one `dg.Field` per distinct schema: cells whose
+    schemas are alike (generated cells, a sweep's copies) share it, so Dagster converts and
+    hashes it once instead of once per asset. One per `build_definitions` call, so a changed
+    project_inits.yaml is seen by the next build."""
+
+    def __init__(self) -> None:
+        self._fields: dict[Any, dg.Field | None] = {}
+        self._labels: dict[int, tuple[Project, dg.Field | None]] = {}
+
+    def _label(self, project: Project) -> dg.Field | None:
+        known = self._labels.get(id(project))
+        if known is None or known[0] is not project:
+            known = (project, _label_field(project))
+            self._labels[id(project)] = known
+        return known[1]
+
+    def field_for(self, cell: type[Cell]) -> dg.Field | None:
+        """The op config field of `cell`'s asset (None when it has no config)."""
+        label = self._label(cell.project)
+        try:
+            key = (
+                _signature(cell.Specs),
+                _signature(cell.Opts),
+                cell.is_incrementing,
+                bool(cell.req_cells),
+                id(label),
+            )
+            hash(key)
+        except TypeError:  # an unhashable annotation: this cell's schema is its own
+            key = None
+        if key is not None and key in self._fields:
+            return self._fields[key]
+        schema = _schema_with(cell, label)
+        # what Dagster makes of a dict schema (is_required inferred alike)
+        field = dg.Field(schema) if schema else None
+        if key is not None:
+            self._fields[key] = field
+        return field
+
+
+def _signature(model: type[BaseModel]) -> tuple[Any, ...]:
+    # what `_fields` reads of a model: equal signatures give equal config fields
+    return tuple(
+        (name, info.annotation, info.description or f"{model.__qualname__}.{name}")
+        for name, info in model.model_fields.items()
+    )
+
+
+def _schema_with(cell: type[Cell], label: dg.Field | None) -> dict[str, dg.Field]:
     schema = _fields(cell.Specs)
     opts = _fields(cell.Opts)
     if opts and OPTS_KEY not in schema:
@@ -111,17 +178,9 @@ def specs_config_schema(cell: type[Cell]) -> dict[str, dg.Field] | None:
         )
     if cell.req_cells and TRANSFORMERS_KEY not in schema:
         schema[TRANSFORMERS_KEY] = _transformers_field()
-    if LABEL_KEY not in schema and cell.project.inits_path is not None:
-        if cell.project.inits_path.exists():
-            schema[LABEL_KEY] = dg.Field(
-                dg.Any,
-                is_required=False,
-                description=(
-                    "label(s) of the project's project_inits.yaml for this run: a name or a "
-                    f"list of names ({', '.join(sorted(cell.project.labels())) or 'none'})"
-                ),
-            )
-    return schema or None
+    if LABEL_KEY not in schema and label is not None:
+        schema[LABEL_KEY] = label
+    return schema
 
 
 def config_increments(cell: type[Cell], config: Mapping[str, Any] | None) -> Increments | None:
@@ -188,6 +247,7 @@ __all__ = [
     "config_increments",
     "config_transformers",
     "op_config",
+    "SchemaCache",
     "specs_config_schema",
     "split_config",
 ]

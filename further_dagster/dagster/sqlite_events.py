@@ -16,6 +16,14 @@ as its event is written), only the commits are shared. Dagster hands its own bat
 planned events written when a run is created) to `store_event_batch` when
 `DAGSTER_EVENT_BATCH_SIZE` is set; SQLite's is one `event_batch`.
 
+And per run and per event, work whose answer does not change: a new run's shard is a copy of
+an empty one Dagster made earlier (`_shard_from_template`; Dagster's init commits each of its
+DDL statements), a stamped shard is not initialized again (`_stamped`), the `asset_keys`
+columns are reflected once, an asset's row is updated first (Dagster inserts first and updates
+on the failure). A batch remembers the materializations it stored (`EventBatch.materialized`):
+what the skip-cached executor would read back for the input pointers and check targets of the
+cached steps after them.
+
 A batch holds Dagster's lock of the storage (other threads of the process wait) and SQLite's
 write lock (other processes wait, up to Dagster's 30 s busy timeout), so whoever holds one
 commits it often and lets go of it before waiting or computing (`EventBatch.suspend`).
@@ -55,6 +63,10 @@ class EventBatch:
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage
+        # asset key -> (index-shard storage id, event) of the latest materialization stored in
+        # this batch: what Dagster's "latest materialization" read returns for it as long as
+        # the batch has not let go of the storage (`suspend`: others may write meanwhile)
+        self.materialized: dict[Any, tuple[int, Any]] = {}
         self.conns: dict[str, Any] = {}
         self.stack = ExitStack()
         self.since = time.perf_counter()
@@ -141,6 +153,78 @@ def suspend_event_batch() -> None:
         batch.suspend()
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _stamped(storage: Any, shard: str, engine: Any) -> bool:
+    """Whether the shard's database exists with an alembic revision: then Dagster's init does
+    nothing (it creates tables only where there is no revision; migrating is `dagster instance
+    migrate`'s job), but first loads every alembic migration script to compare revisions, a
+    tenth of a second or more each process."""
+    if not os.path.exists(storage.path_for_shard(shard)):
+        return False  # (connecting would create it)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    except SQLAlchemyError:
+        return False  # no such table yet: Dagster's init decides
+    return len(rows) == 1 and bool(rows[0][0])
+
+
+def _template_path(storage: Any, version: str) -> str:
+    # not "*.db": Dagster takes every *.db file of the directory for a run's shard
+    return os.path.join(storage._base_dir, f".further-run-shard-{version}.sqlite")
+
+
+def _copy_sqlite(src: str, dst: str, *, link: bool) -> bool:
+    """Copy an SQLite file whole through a temporary file (fsynced), into place by a hard link
+    (`link`: never over a file another process made meanwhile) or a rename. False when `src`
+    is missing or not an SQLite file, or the copy fails."""
+    tmp = f"{dst}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(src, "rb") as fh:
+            data = fh.read()
+        if not data.startswith(_SQLITE_HEADER):
+            return False
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        (os.link if link else os.replace)(tmp, dst)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # renamed into place, or never written
+
+
+def _shard_from_template(storage: Any, shard: str, version: str) -> bool:
+    """Create a new run's event-log shard as a copy of an empty one of the same Dagster version
+    (its tables, WAL mode and alembic stamp), instead of Dagster's init: its twenty DDL
+    statements each commit (an fsync) and it loads every alembic migration script, about a
+    third of a second a run, for a file that is the same every time. False (Dagster inits it)
+    when there is no template yet, or the shard's file exists (another process made it)."""
+    target = storage.path_for_shard(shard)
+    if os.path.exists(target):
+        return False
+    return _copy_sqlite(_template_path(storage, version), target, link=True)
+
+
+def _save_template(storage: Any, shard: str, version: str) -> None:
+    """Keep a copy of the run shard Dagster just initialized (still empty: no event is written
+    before its first connection), for `_shard_from_template`."""
+    template = _template_path(storage, version)
+    path = storage.path_for_shard(shard)
+    if os.path.exists(template) or os.path.exists(path + "-wal"):
+        return  # (a -wal file: another connection is open on it, the file alone may not do)
+    _copy_sqlite(path, template, link=False)
+
+
 def _install() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
@@ -148,6 +232,8 @@ def _install() -> None:
     from further_dagster.dagster import _compat
 
     event_storage, run_storage, index_shard, busy_timeout_s = _compat.sqlite_storages()
+    table = _compat.asset_key_table()
+    version = _compat.dagster_version()
     engines: dict[tuple[str, bool], Any] = {}
 
     def engine_for(conn_string: str, busy_timeout: bool) -> Any:
@@ -161,7 +247,12 @@ def _install() -> None:
     def _open(self: Any, shard: str) -> Any:
         engine = engine_for(self.conn_string_for_shard(shard), True)
         if shard not in self._initialized_dbs:
-            self._initdb(engine)
+            if _stamped(self, shard, engine):
+                pass  # Dagster's init would only load alembic's scripts to find that out
+            elif shard == index_shard or not _shard_from_template(self, shard, version):
+                self._initdb(engine)
+                if shard != index_shard:
+                    _save_template(self, shard, version)
             self._initialized_dbs.add(shard)
         return engine
 
@@ -186,6 +277,40 @@ def _install() -> None:
             for event in events:
                 self.store_event(event)
 
+    dagster_store_asset_event = event_storage._store_asset_event
+    index_cols: set[str] = set()
+
+    def _has_asset_key_index_cols_on_connection(self: Any, conn: Any) -> bool:
+        # reflected (a PRAGMA and SQLAlchemy's inspector) for every asset event; the columns,
+        # once there, stay: only a yes is remembered
+        key = self.conn_string_for_shard(index_shard)
+        if key in index_cols:
+            return True
+        found = bool(self._has_asset_key_col_on_connection(conn, "last_materialization_timestamp"))
+        if found:
+            index_cols.add(key)
+        return found
+
+    def _store_asset_event(self: Any, conn: Any, event: Any, event_id: int) -> None:
+        # Dagster's body, but an update first: Dagster inserts first and updates when the
+        # insert fails, and the failure (SQLAlchemy wrapping SQLite's IntegrityError) costs
+        # more than the write; an asset's row exists from its first event on
+        dagster_event = event.dagster_event
+        key = dagster_event.asset_key if dagster_event is not None else None
+        if key is None:
+            return
+        values = self._get_asset_entry_values(
+            event, event_id, self._has_asset_key_index_cols_on_connection(conn)
+        )
+        if not values:
+            return
+        where = table.c.asset_key == key.to_string()
+        if conn.execute(table.update().values(**values).where(where)).rowcount == 0:
+            dagster_store_asset_event(self, conn, event, event_id)  # a new asset (or a race)
+        batch = getattr(_batch, "open", None)
+        if batch is not None and batch.storage is self and dagster_event.is_step_materialization:
+            batch.materialized[key] = (event_id, event)
+
     dagster_has_table = event_storage.has_table
     tables: set[tuple[str, str]] = set()
 
@@ -209,6 +334,8 @@ def _install() -> None:
     event_storage._connect = _connect
     event_storage.store_event_batch = store_event_batch
     event_storage.has_table = has_table
+    event_storage._has_asset_key_index_cols_on_connection = _has_asset_key_index_cols_on_connection
+    event_storage._store_asset_event = _store_asset_event
     run_storage.connect = connect
 
 

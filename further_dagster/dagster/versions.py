@@ -12,7 +12,7 @@ key rests on the upstream keys of now), so "current" is right for its inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -23,24 +23,33 @@ from further_dagster.dagster import _compat
 from further_dagster.dagster.location import asset_key_for
 
 
-def input_tags(instance: dg.DagsterInstance, upstream: Iterable[type[Cell]]) -> dict[str, str]:
+def input_tags(
+    instance: dg.DagsterInstance,
+    upstream: Iterable[type[Cell]],
+    recorded: Mapping[dg.AssetKey, tuple[int, Any]] | None = None,
+) -> dict[str, str]:
     """The input tags of a materialization recorded now: for each upstream asset, its latest
     data version and the storage id of the event that carries it (observations for resource
-    cells, materializations otherwise)."""
+    cells, materializations otherwise). `recorded` (asset key -> (storage id, event log entry)
+    of the latest materializations written in the open event batch, see
+    dagster/sqlite_events.py) answers for those assets without a query."""
     tags: dict[str, str] = {}
     for cell in upstream:
         key = asset_key_for(cell)
-        record = instance.get_latest_data_version_record(key, is_source=cell.is_resource)
-        version = (
-            _compat.extract_data_version_from_entry(record.event_log_entry)
-            if record is not None
-            else None
-        )
+        entry: Any = None
+        storage_id: int | None = None
+        if recorded is not None and not cell.is_resource and key in recorded:
+            storage_id, entry = recorded[key]
+        else:
+            record = instance.get_latest_data_version_record(key, is_source=cell.is_resource)
+            if record is not None:
+                storage_id, entry = record.storage_id, record.event_log_entry
+        version = _compat.extract_data_version_from_entry(entry) if entry is not None else None
         tags[_compat.get_input_data_version_tag(key)] = (
             version.value if version is not None else "INITIAL"
         )
         tags[_compat.get_input_event_pointer_tag(key)] = (
-            str(record.storage_id) if record is not None else _compat.NULL_EVENT_POINTER
+            str(storage_id) if storage_id is not None else _compat.NULL_EVENT_POINTER
         )
     return tags
 

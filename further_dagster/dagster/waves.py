@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from further_dagster.core.instances import Instance
 from further_dagster.dagster import _compat
@@ -43,6 +43,9 @@ from further_dagster.engine.scheduler import RunReport, run_missing
 from further_dagster.errors import FurtherError
 from further_dagster.store import Outcome, Store
 
+if TYPE_CHECKING:  # the Slurm backend is imported only by a SLURM run
+    from further_dagster.engine.backends.slurm import SlurmSettings, Submission
+
 log = logging.getLogger("further")
 
 _STARTS = ("STEP_START", "STEP_RESTARTED")  # a retry restarts its step
@@ -51,8 +54,9 @@ COMMIT_S = 1.0  # the longest a batch of the run's step events stays uncommitted
 
 def wave_mode(mode: Mode) -> bool:
     """Does the wave executor run this mode's instances? Every mode but INLINE (in-process
-    already) and SLURM (its step-delegating executor: a Slurm job per step)."""
-    return mode not in (Mode.INLINE, Mode.SLURM)
+    already). SLURM too: the run's missing instances go to Slurm in one pass (see
+    `WaveExecutor`)."""
+    return mode is not Mode.INLINE
 
 
 class _Cancelled(KeyboardInterrupt):
@@ -135,7 +139,12 @@ class Waves:
             return mine
 
     def run(
-        self, store: Store, missing: Sequence[Instance], mode: Mode, workers: int | None
+        self,
+        store: Store,
+        missing: Sequence[Instance],
+        mode: Mode,
+        workers: int | None,
+        slurm: SlurmSettings | None = None,
     ) -> None:
         try:
             run_missing(
@@ -145,6 +154,7 @@ class Waves:
                 max_workers=workers,
                 report=self.report,
                 on_done=self.on_done,
+                slurm=slurm,
             )
         except FurtherError:
             pass  # recorded per instance in the report; each step raises its own
@@ -156,6 +166,18 @@ class Waves:
             with self._cond:
                 self.finished = True
                 self._cond.notify_all()
+
+
+def _cancel_jobs(slurm: SlurmSettings, parents: Sequence[str]) -> None:
+    client = slurm.client
+    if client is None or not parents:
+        return
+    log.warning("cancelling the run's Slurm job(s) %s", ", ".join(parents))
+    for parent in list(parents):
+        try:
+            client.cancel(parent)
+        except FurtherError as exc:
+            log.error("%s", exc)
 
 
 _ACTIVE: dict[str, Waves] = {}
@@ -184,7 +206,18 @@ def wave_steps(
 
 
 class WaveExecutor(_compat.Executor):
-    """Dagster's in-process executor over the steps, the engine over their instances."""
+    """Dagster's in-process executor over the steps, the engine over their instances.
+
+    In SLURM mode (`slurm` given: dagster/slurm_step_handler.py `wave_settings`) the engine
+    submits each static chapter of the run's missing instances in one pass: the instances of
+    independent steps that share a spec are one job array, and a dependent step's instances
+    wait in Slurm (`--dependency=aftercorr/afterok`), not in this process. Each sbatch is
+    logged to the run's event log and its job ids go to the run tags
+    `further/slurm_array/<step key>` of the steps whose instances it holds, where the run
+    launcher's terminate finds them; a run that stops before its wave settled (terminated,
+    interrupted) scancels them itself. Cells whose effective mode is below SLURM run here,
+    next to the run worker, as the engine's own backends.
+    """
 
     def __init__(
         self,
@@ -192,9 +225,11 @@ class WaveExecutor(_compat.Executor):
         mode: Mode,
         retries: Mapping[str, Any],
         workers: int | None = None,
+        slurm: SlurmSettings | None = None,
     ) -> None:
         self.store = store
         self.mode = mode
+        self.slurm = slurm
         self.inner = _compat.inner_executor("in_process", {"retries": dict(retries)})
         self.workers = workers
         self.planned: dict[str, list[Instance]] = {}
@@ -233,6 +268,10 @@ class WaveExecutor(_compat.Executor):
             sys.path.insert(0, where)  # spawned workers (LOCAL_PROCESSES, Dask) inherit it
         waves = Waves(run_id, {k: [i.key for i in v] for k, v in planned.items()}, self.owned)
         order = list(union.values())
+        submitted: list[str] = []  # Slurm parent job ids, for a cancel on the way out
+        slurm = None
+        if self.slurm is not None:
+            slurm = replace(self.slurm, on_submit=self._recorder(plan_context, planned, submitted))
         yield _compat.log_run_event(
             plan_context,
             "engine",
@@ -243,7 +282,7 @@ class WaveExecutor(_compat.Executor):
         )
         thread = threading.Thread(
             target=waves.run,
-            args=(self.store, order, self.mode, self.workers),
+            args=(self.store, order, self.mode, self.workers, slurm),
             name=f"further-waves-{run_id[:8]}",
             daemon=True,
         )
@@ -256,7 +295,52 @@ class WaveExecutor(_compat.Executor):
             waves.cancelled = True  # only matters when a step left before its wave finished
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(run_id, None)
+            if slurm is not None and not waves.finished:
+                # the engine aborts its pool only when its next instance ends: a terminated
+                # run must not leave tasks queued meanwhile (or for ever, when this process dies)
+                _cancel_jobs(slurm, submitted)
             thread.join(timeout=None if waves.finished else 5.0)
+
+    def _recorder(
+        self,
+        plan_context: _compat.PlanOrchestrationContext,
+        planned: Mapping[str, Sequence[Instance]],
+        submitted: list[str],
+    ) -> Callable[[Submission], None]:
+        """The `on_submit` hook of the run's Slurm pool: each sbatch's job ids in the run tags
+        of the steps whose instances it holds, and an engine event in the run's log."""
+        from further_dagster.dagster.slurm_step_handler import record_submission
+
+        instance, run = plan_context.instance, plan_context.dagster_run
+        step_of: dict[str, str] = {}
+        for step_key, insts in planned.items():
+            for inst in insts:
+                step_of.setdefault(inst.key, step_key)
+        step_of.update(self.owned)
+
+        def record(submission: Submission) -> None:
+            by_step: dict[str, list[str]] = {}
+            for key, job_id in zip(submission.keys, submission.job_ids, strict=False):
+                by_step.setdefault(step_of.get(key, "run"), []).append(job_id)
+            if not by_step:
+                by_step["run"] = list(submission.job_ids)
+            parents = record_submission(instance, run.run_id, by_step)
+            submitted.extend(parents)
+            kind = "one job array" if submission.array else "one job"
+            instance.report_engine_event(
+                f"further: submitted {len(submission.job_ids)} instance(s) of "
+                f"{submission.cell} (step(s) {', '.join(sorted(by_step))}) to Slurm as {kind} "
+                f"{', '.join(parents)} in {submission.seconds:.3f}s",
+                run,
+                _compat.EngineEventData(
+                    metadata={
+                        "Slurm job ids": ", ".join(parents),
+                        T.WAVE_INSTANCES: len(submission.job_ids),
+                    }
+                ),
+            )
+
+        return record
 
     def _batched(
         self,

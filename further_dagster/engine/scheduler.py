@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -60,17 +61,23 @@ class RunReport:
 
 
 OnDone = Callable[[Instance, Outcome], None]
+OnFailed = Callable[[Instance, BaseException], None]
 
 
 class Progress:
     """The ready queue over `missing` (dependencies first) and what each result means."""
 
     def __init__(
-        self, missing: Sequence[Instance], report: RunReport, on_done: OnDone | None = None
+        self,
+        missing: Sequence[Instance],
+        report: RunReport,
+        on_done: OnDone | None = None,
+        on_failed: OnFailed | None = None,
     ) -> None:
         self.todo = {inst.key: inst for inst in missing}
         self.report = report
         self.on_done = on_done
+        self.on_failed = on_failed
         self.waiting_on: dict[str, set[str]] = {
             inst.key: {d.key for d in inst.dep_instances() if d.key in self.todo}
             for inst in missing
@@ -116,10 +123,14 @@ class Progress:
         return key in self._blocked
 
     def failed(self, key: str, error: BaseException) -> None:
-        """Record the failure and block everything that depends on it, transitively."""
+        """Record the failure and block everything that depends on it, transitively
+        (`on_failed` hears of the failure, then of each instance it blocks, with `Blocked`)."""
         self.done += 1
         self.report.failed[key] = error
-        log.error("failed %s [%d/%d]: %s", self.todo[key].label, self.done, self.total, error)
+        failed = self.todo[key]
+        log.error("failed %s [%d/%d]: %s", failed.label, self.done, self.total, error)
+        if self.on_failed is not None:
+            self.on_failed(failed, error)
         pending = list(self.dependents[key])
         while pending:
             blocked = pending.pop()
@@ -128,6 +139,10 @@ class Progress:
                 self.report.blocked.append(blocked)
                 self.done += 1
                 pending.extend(self.dependents[blocked])
+                if self.on_failed is not None:
+                    self.on_failed(
+                        self.todo[blocked], Blocked(f"blocked by the failure of {failed.label}")
+                    )
 
 
 class _Backends:
@@ -250,8 +265,13 @@ def run_missing(
     on_done: OnDone | None = None,
     slurm: SlurmSettings | None = None,
     static_dag_node_thresh: int | None = None,
+    on_failed: OnFailed | None = None,
 ) -> RunReport:
     """Compute `missing` (dependencies first). Raises the first CellComputeError at the end.
+
+    `on_done(inst, outcome)` is called (on this thread) as each instance is stored, and
+    `on_failed(inst, error)` as each fails, then for each instance that failure blocks (its
+    error a `Blocked`), so a caller waiting for some instances never needs to poll the report.
 
     A `KeyboardInterrupt` (Ctrl-C) or `SystemExit` while instances run returns at once: what
     has not started is cancelled, running processes are terminated and running threads
@@ -270,7 +290,10 @@ def run_missing(
         return report
     start = time.perf_counter()
     mode = parse_mode(mode, where="run_missing")
-    progress = Progress(missing, report, on_done)
+    warm = getattr(store, "warm_index", None)  # an ArtifactStore opens its index meanwhile
+    if callable(warm):
+        warm()
+    progress = Progress(missing, report, on_done, on_failed)
     modes = {
         inst.key: effective_mode(
             mode, inst.cell.mode, in_parallel=inst.cell.in_parallel, where=inst.cell.full_name
@@ -282,24 +305,35 @@ def run_missing(
     chapters = _Chapters(missing, modes)
     submitted: set[str] = set()  # handed to a backend (a chapter takes some before they are ready)
     running: dict[cf.Future[Outcome], str] = {}
+    # Finished futures arrive here through their done callbacks: `cf.wait` over every running
+    # future would register and remove a waiter on each of them per completion (quadratic in
+    # a sweep whose points all run at once).
+    finished: queue.SimpleQueue[cf.Future[Outcome]] = queue.SimpleQueue()
+
+    def track(futures: Sequence[cf.Future[Outcome]], insts: Sequence[Instance]) -> None:
+        for future, inst in zip(futures, insts, strict=True):
+            running[future] = inst.key
+            submitted.add(inst.key)
+            future.add_done_callback(finished.put)
+
     try:
         while progress.ready or running:
             ready = [i for i in progress.take_ready() if i.key not in submitted]
             if chapters.wanted(ready, submitted):
                 for backend, chapter in chapters.find(progress, submitted, backends):
-                    futures = backend.submit_graph(chapter)
-                    running.update((f, i.key) for f, i in zip(futures, chapter, strict=True))
-                    submitted.update(i.key for i in chapter)
+                    track(backend.submit_graph(chapter), chapter)
                 ready = [i for i in ready if i.key not in submitted]
             for inst_mode, group in _by_mode(ready, modes).items():
-                futures = backends.get(inst_mode).submit_many(group)
-                running.update((f, i.key) for f, i in zip(futures, group, strict=True))
-                submitted.update(i.key for i in group)
+                track(backends.get(inst_mode).submit_many(group), group)
             if not running:
                 break
-            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in finished:
+            future = finished.get()
+            while True:  # settle every future done by now before submitting what they free
                 _settle(progress, running.pop(future), future)
+                try:
+                    future = finished.get_nowait()
+                except queue.Empty:
+                    break
     except BaseException as exc:
         if isinstance(exc, Exception):
             backends.shutdown()

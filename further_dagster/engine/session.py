@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from further_dagster.core.addressing import check_cell_names
 from further_dagster.core.cell import Cell, Contributions
@@ -31,6 +31,7 @@ from further_dagster.engine.increments import StoredIncrements, increment_of, re
 from further_dagster.engine.labels import label_names, with_labels
 from further_dagster.engine.modes import Mode, parse_mode
 from further_dagster.engine.plan import Plan, plan_for
+from further_dagster.engine.presence import StoredLookup
 from further_dagster.engine.queries import runner_for
 from further_dagster.engine.releases import Clock, ReleaseResolver
 from further_dagster.engine.scheduler import RunReport, run_missing
@@ -180,13 +181,14 @@ class Session:
         sweep = SessionSweep(graph, target, values, all_params, dict(specs or {}))
         resolver = Resolver(graph)
         root_opts = (opts or {}).get(target.full_name)
-        roots = []
         # QUERY values come from the store's index while this call resolves
         counter = StoredIncrements(self.store)
         with _no_gc(), query_runner(runner_for(self.store)) as queries:
             context: CallContext | None = None
             last_tags = None
-            for combo_values, combo_params, combo_specs, tags in sweep.combos():
+            count, combos = sweep.combos()
+            roots: list[Instance | None] = [None] * count
+            for position, combo_values, combo_params, combo_specs, tags in combos:
                 # combinations that differ only in the root values share one context
                 if (
                     context is None
@@ -206,15 +208,15 @@ class Session:
                     )
                     resolver.use(context, tags)
                     last_tags = tags
-                roots.append(
-                    resolver.instance(
-                        target, combo_values, root_opts=root_opts, increments=increments
-                    )
+                roots[position] = resolver.instance(
+                    target, combo_values, root_opts=root_opts, increments=increments
                 )
             instances = resolver.resolved()
             del resolver
             cache = not queries and not transformed
-            return self._planned(plan_key, roots, instances, swept, releases, cache=cache)
+            # every position was filled: combos() yields each exactly once
+            done = cast(list[Instance], roots)
+            return self._planned(plan_key, done, instances, swept, releases, cache=cache)
 
     def _planned(
         self,
@@ -238,6 +240,7 @@ class Session:
             swept=swept,
             releases=tuple(releases.resolved.values()),
             instances=instances,
+            looked=StoredLookup(),
         )
 
     def _release_resolver(self, graph: DefinitionGraph, freshness: Any) -> ReleaseResolver:

@@ -14,6 +14,10 @@ from further_dagster.core.params import RAND, VAR, plain, runtime_kind
 from further_dagster.errors import ParameterKindError
 
 _Entry = tuple[str, Any, Any, Any]  # (kind, group, name or _WHOLE, value), in call order
+# (position, root values, params, specs, tags) of one combination
+_Combo = tuple[
+    int, dict[str, Any], dict[str, Any], dict[str, Any], dict[type[Cell], tuple[int, ...]]
+]
 _WHOLE = object()
 
 
@@ -82,33 +86,45 @@ class SessionSweep:
                 tagged.setdefault(cell, []).append(position)
         return tagged
 
-    def combos(
-        self,
-    ) -> Iterator[
-        tuple[
-            dict[str, Any],
-            dict[str, Any],
-            dict[str, Any],
-            dict[type[Cell], tuple[int, ...]],
-        ]
-    ]:
-        """(root values, params, specs, tags) of every combination, in expansion order.
+    def combos(self) -> tuple[int, Iterator[_Combo]]:
+        """How many combinations there are, and (position, root values, params, specs, tags)
+        of each. Every VAR's values are read here, once (a QUERY's run its query). `position` is
+        its place in expansion order (the first VAR varies slowest), which is the order of a
+        call's results; the combinations themselves come with the root values' VARs varying
+        fastest, so that a run of them shares one params/specs/tags context: a grid swept on
+        its root values and on upstream specs would otherwise change context every time.
 
         A group (the root values, the params, the specs) or the tags that did not change from
         one combination to the next is the same dict object, so a resolver can tell cheaply
         that its context did not change (`is`) and keep what it derived from it."""
+        options = [self.entries[at][3].values for at in self.swept]
+        total = 1
+        for values in options:
+            total *= len(values)
+        return total, self._combos(options)
+
+    def _combos(self, options: list[Any]) -> Iterator[_Combo]:
         entries, swept, tagged = self.entries, self.swept, self.tagged
-        options = [entries[at][3].values for at in swept]
         # per group, the positions (in `swept`) of its VARs; the positions any tag reads
         positions = {
             kind: [p for p, at in enumerate(swept) if entries[at][0] == kind] for kind in _GROUPS
         }
         read = sorted({p for ps in tagged.values() for p in ps})
+        strides = [1] * len(swept)
+        for p in range(len(swept) - 2, -1, -1):
+            strides[p] = strides[p + 1] * len(options[p + 1])
+        # the root values of every combination of their VARs, built once and shared by every
+        # context, each with its share of the position
+        inner: list[tuple[dict[str, Any], int]] = []
+        for indices in self._picks(options, positions["values"]):
+            offset = sum([indices[p] * strides[p] for p in positions["values"]])
+            inner.append((self._group("values", options, indices), offset))
+        others = [p for p in range(len(swept)) if p not in positions["values"]]
         last: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
         last_tags: tuple[tuple[int, ...], dict[type[Cell], tuple[int, ...]]] | None = None
-        for indices in itertools.product(*(range(len(o)) for o in options)):
+        for indices in self._picks(options, others):
             out: list[dict[str, Any]] = []
-            for kind in _GROUPS:
+            for kind in _GROUPS[1:]:
                 mine = tuple([indices[p] for p in positions[kind]])
                 found = last.get(kind)
                 if found is None or found[0] != mine:
@@ -118,9 +134,21 @@ class SessionSweep:
             if last_tags is None or last_tags[0] != now:
                 tags = {cell: tuple([indices[p] for p in ps]) for cell, ps in tagged.items()}
                 last_tags = (now, tags)
-            yield out[0], out[1], out[2], last_tags[1]
+            base = sum([indices[p] * strides[p] for p in others])
+            params, specs, tags = out[0], out[1], last_tags[1]
+            for values, offset in inner:
+                yield base + offset, values, params, specs, tags
 
-    def _group(self, kind: str, options: list[list[Any]], indices: tuple[int, ...]) -> Any:
+    @staticmethod
+    def _picks(options: list[list[Any]], varied: list[int]) -> Iterator[list[int]]:
+        """Option indices of every VAR (0 for those not `varied`), `varied` in product order."""
+        for picked in itertools.product(*(range(len(options[p])) for p in varied)):
+            indices = [0] * len(options)
+            for p, i in zip(varied, picked, strict=True):
+                indices[p] = i
+            yield indices
+
+    def _group(self, kind: str, options: list[list[Any]], indices: list[int]) -> Any:
         """The values of one group (`kind`) in the combination `indices`."""
         out: dict[str, Any] = {}
         at_var = 0

@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -113,7 +113,8 @@ class Attempt:
     """The next attempt at `<project>.<cell>@<key>` in instance directory `inst`, under `lease`.
 
     `root` is the store root (named in messages); `fsync` flushes every file and directory of
-    the result before the commit rename (`FURTHER_FSYNC`).
+    the result before the commit rename (`FURTHER_FSYNC`); `before_commit` runs right before
+    that rename (the store opens its index there) and must not raise.
     """
 
     def __init__(
@@ -127,12 +128,14 @@ class Attempt:
         *,
         root: Path,
         fsync: bool = False,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self.project, self.cell, self.key, self.inst = project, cell, key, inst
         self.max_attempts = max_attempts
         self.lease = lease
         self.root = root
         self.fsync = fsync
+        self.before_commit = before_commit
         self._running: State | None = None
         self._thread_id: int | None = None
         self._interrupted: str | None = None
@@ -324,6 +327,8 @@ class Attempt:
         if self.fsync:
             fsync_tree(tmp)
         result = layout.result_dir(self.inst)
+        if self.before_commit is not None:
+            self.before_commit()
         try:
             os.rename(tmp, result)
         except OSError as exc:

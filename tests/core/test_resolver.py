@@ -118,3 +118,24 @@ def test_root_opts_give_a_separate_instance_with_the_same_key():
     plain = resolver.instance(top)
     assert resolver.instance(top) is plain
     assert resolver.instance(top, {}, root_opts={}) is plain
+
+
+def test_equal_values_share_an_instance_whatever_their_order_or_spelling():
+    project = Project("res_order_values")
+
+    class Pair(Cell, project=project):
+        class Specs(Specs):
+            a: int = 0
+            b: list[int] = []
+
+        contributions = {"v": int}
+        make = _make
+
+    resolver = Resolver(DefinitionGraph([project]))
+    first = resolver.instance(Pair, {"a": 1, "b": [2]})
+    assert resolver.instance(Pair, {"a": 1, "b": [2]}) is first
+    # another order, or a tuple for a list: another cache entry, the same (shared) instance
+    assert resolver.instance(Pair, {"b": [2], "a": 1}) is first
+    assert resolver.instance(Pair, {"a": 1, "b": (2,)}) is first
+    assert resolver.instance(Pair, {"a": 2, "b": [2]}) is not first
+    assert len(resolver.resolved()) == 2

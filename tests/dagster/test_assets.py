@@ -230,3 +230,56 @@ def test_a_large_sweep_lists_its_first_partitions_in_the_description(further_reg
     assert "| `x=0` | x=0 |" in point.description
     assert f"`x={DESCRIBED_PARTITIONS}`" not in point.description
     assert "| ... | 10 more partition(s) |" in point.description
+
+
+def test_cells_with_alike_specs_share_one_config_schema_and_each_keeps_its_instance(
+    further_registry, further_tmp_root, instance
+):
+    """Generated cells whose Specs read alike share one op config field (Dagster converts it
+    once per build, not once per asset); each asset's config still picks its own instance, and
+    a cell with other fields gets its own schema."""
+    from further_dagster import Cell, Project, Specs, build_definitions
+
+    gen = Project("gen_alike")
+    for i in range(3):
+        attrs = {
+            "__module__": __name__,
+            "Specs": type("Specs", (Specs,), {"__annotations__": {"i": int}, "i": i}),
+            "contributions": {"value": int},
+            "make": lambda self: {"value": self.specs.i * 10},
+        }
+        type(f"Gen{i}", (Cell,), attrs, project=gen, name=f"g{i}")
+    other = {
+        "__module__": __name__,
+        "Specs": type("Specs", (Specs,), {"__annotations__": {"j": str}, "j": "a"}),
+        "contributions": {"value": int},
+        "make": lambda self: {"value": len(self.specs.j)},
+    }
+    type("Other", (Cell,), other, project=gen, name="other")
+
+    defs = build_definitions(gen, asset_checks=False)
+    by_name = {a.key.path[-1]: a for a in defs.assets}
+    fields = {n: a.op.config_schema.as_field() for n, a in by_name.items()}
+    assert fields["g0"] is fields["g1"] is fields["g2"]
+    assert fields["other"] is not fields["g0"] and set(fields["other"].config_type.fields) == {"j"}
+
+    g1 = dg.AssetKey(["gen_alike", "g1"])
+    result = dg.materialize(
+        [by_name["g1"]],
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {"gen_alike__g1": {"config": {"i": 7}}}},
+    )
+    assert result.success
+    assert _meta(instance, g1)["further/specs"].value == {"i": 7}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="i"):
+        dg.materialize(
+            [by_name["g2"]],
+            instance=instance,
+            resources=defs.resources,
+            run_config={"ops": {"gen_alike__g2": {"config": {"i": "seven"}}}},
+        )
+    # the other assets' definition metadata is their own (versions shown once per value)
+    meta = by_name["g2"].specs_by_key[dg.AssetKey(["gen_alike", "g2"])].metadata
+    assert meta["further/spec_defaults"].value == {"i": 2}
+    assert meta["further/logic_version"].value == "1"

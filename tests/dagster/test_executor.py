@@ -123,12 +123,23 @@ def test_a_cached_run_records_each_step_on_top_of_its_upstreams_new_record(
     tags = summary.asset_materialization.tags
     assert tags[_compat.get_input_event_pointer_tag(POWER)] == str(power.storage_id)
     assert (
+        tags[_compat.get_input_data_version_tag(POWER)]
+        == (power.asset_materialization.tags["dagster/data_version"])
+    )
+    assert (
         tags["dagster/data_version"]
         == summary.asset_materialization.metadata["further/logic_key"].value
     )
     assert calls.count() == 5  # nothing computed the second time
     checks = [e for e in second if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert checks and all(e.event_specific_data.passed for e in checks)
+    # each check targets its asset's record of this run (what the UI links the check to)
+    for event in checks:
+        evaluation = event.event_specific_data
+        latest = dagster_instance.get_latest_data_version_record(evaluation.asset_key)
+        target = evaluation.target_materialization_data
+        assert (target.storage_id, target.run_id) == (latest.storage_id, run_id)
+        assert target.timestamp == latest.event_log_entry.timestamp
     # every recorded event is in the event log, in the order the run emitted it
     stored = [e.dagster_event.event_type_value for e in dagster_instance.all_logs(run_id)]
     emitted = [e.event_type_value for e in second]
@@ -162,3 +173,96 @@ def test_an_event_batch_is_one_commit_others_see_at_its_end(tmp_path):
             raise RuntimeError("a step failed")
         latest = reader.get_latest_materialization_event(key).asset_materialization
         assert latest.metadata["n"].value == 2
+
+
+def _shard_schema(path):
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        schema = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+        stamp = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return schema, stamp, mode
+
+
+def test_a_new_run_shard_is_a_copy_of_dagsters_own(tmp_path):
+    """On SQLite storage, the first run's event-log shard is initialized by Dagster and kept as
+    a template; later runs' shards are copies of it: the same tables, indexes, alembic stamp
+    and WAL mode as Dagster's init gives, never a *.db file Dagster would take for a run, and
+    their events are stored and read as before."""
+    from further_dagster.dagster.sqlite_events import install_sqlite_engine_cache
+
+    install_sqlite_engine_cache()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = [dg.materialize([probe], instance=instance).run_id for _ in range(2)]
+        storage = instance.event_log_storage
+        first, second = (storage.path_for_shard(r) for r in runs)
+        templates = list(Path(storage._base_dir).glob(".further-run-shard-*"))
+        assert len(templates) == 1 and templates[0].suffix == ".sqlite"
+        assert sorted(storage.get_all_run_ids()) == sorted(runs)
+        for run_id in runs:
+            logs = instance.all_logs(run_id)
+            stored = {e.dagster_event.event_type_value for e in logs if e.is_dagster_event}
+            assert {"PIPELINE_SUCCESS", "ASSET_MATERIALIZATION"} <= stored
+        # the copy's schema, stamp and journal mode are those of Dagster's own init
+        from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+            SqliteEventLogStorage,
+        )
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        fresh = SqliteEventLogStorage(str(tmp_path / "fresh"))
+        SqliteEventLogStorage._initdb(
+            fresh, create_engine(fresh.conn_string_for_shard("x"), poolclass=NullPool)
+        )
+        expected = _shard_schema(fresh.path_for_shard("x"))
+        assert _shard_schema(str(templates[0])) == expected
+        schema, stamp, mode = _shard_schema(second)
+        assert (schema, stamp, mode) == expected
+        assert _shard_schema(first)[:2] == expected[:2]
+
+
+def test_a_process_does_not_init_stamped_shards_again(tmp_path, monkeypatch):
+    """Another process on the same storage (a new instance) neither re-inits the stamped index
+    shard nor a new run's shard (a template copy): Dagster's init, which loads every alembic
+    script, does not run; the runs before and the new one read back as usual."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from further_dagster.dagster.sqlite_events import install_sqlite_engine_cache
+
+    install_sqlite_engine_cache()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        before = [dg.materialize([probe], instance=instance).run_id for _ in range(2)]
+    inits: list[object] = []
+    dagster_initdb = SqliteEventLogStorage._initdb
+    monkeypatch.setattr(
+        SqliteEventLogStorage,
+        "_initdb",
+        lambda self, *a, **k: inits.append(a) or dagster_initdb(self, *a, **k),
+    )
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        after = dg.materialize([probe], instance=instance).run_id
+        for run_id in [*before, after]:
+            logs = instance.all_logs(run_id)
+            assert "ASSET_MATERIALIZATION" in {
+                e.dagster_event.event_type_value for e in logs if e.is_dagster_event
+            }
+        latest = instance.get_latest_materialization_event(probe.key)
+        assert latest is not None and latest.run_id == after
+    assert inits == []

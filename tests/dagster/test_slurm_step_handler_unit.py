@@ -52,7 +52,9 @@ def _run(instance, tags=None, slurm=None):
         instance=instance,
         asset_selection=[SRC, POWER, SUMMARY],
         tags=run_tags,
-        run_config={"execution": {"config": {"slurm": config}}},
+        # the step handler is `steps: multiprocess`; the default sends the run to Slurm in one
+        # pass (tests/dagster/test_slurm_waves_unit.py)
+        run_config={"execution": {"config": {"steps": "multiprocess", "slurm": config}}},
         raise_on_error=False,
     ) as result:
         return result.success, result.run_id

@@ -93,8 +93,14 @@ def test_a_swept_grid_keys_every_instance_as_one_resolver_per_combination_does(
         for y in (0, 1, 2)
     ]
     assert [r.key for r in plan.roots] == [r.key for r in reference]
-    # the resolver's own order is the walk of the roots: dependencies first, each key once
-    assert [i.key for i in plan.instances] == [i.key for i in walk(plan.roots)]
+    # the resolver's own order: the instances of the walk of the roots, each key once,
+    # dependencies first (resolved with the root values varying fastest, not in root order)
+    keys = [i.key for i in plan.instances]
+    assert len(set(keys)) == len(keys)
+    assert set(keys) == {i.key for i in walk(plan.roots)}
+    place = {key: at for at, key in enumerate(keys)}
+    for inst in plan.instances:
+        assert all(place[d.key] < place[inst.key] for d in inst.dep_instances())
     assert len(plan.instances) == 2 + 6 + 24
     # instances with equal Specs share one (frozen) model: 24 c instances, 4 distinct z
     c_specs = {id(i.specs) for i in plan.instances if i.cell is grid["C"]}

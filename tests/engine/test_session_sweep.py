@@ -7,6 +7,7 @@ import pytest
 
 from further_dagster import VAR
 from further_dagster.core.instances import CallContext, Resolver
+from further_dagster.engine.sweep import SessionSweep
 from tests.engine.cells import engine_demo  # noqa: F401 - registers the cells
 
 pytestmark = pytest.mark.unit
@@ -84,3 +85,46 @@ def test_a_sweep_over_an_addressed_upstream_shares_equal_instances(further_sessi
     # root values vary slowest (factor, then n): equal upstream instances are one object
     assert plan.roots[0].deps["base"] is plan.roots[2].deps["base"]
     assert plan.roots[0].deps["base"].specs.n == 1 and plan.roots[1].deps["base"].specs.n == 2
+
+
+def test_combinations_resolve_with_the_root_values_fastest_and_keep_their_positions(
+    further_session,
+):
+    target = further_session.plan("engine_demo.scaled").roots[0].cell
+    graph = further_session.graph_for(target)
+    sweep = SessionSweep(
+        graph,
+        target,
+        {"factor": VAR([1.0, 2.0, 3.0])},
+        {},
+        {"engine_demo.base": {"n": VAR([1, 2])}},
+    )
+    count, combos = sweep.combos()
+    seen = list(combos)
+    assert count == 6 and sorted(position for position, *_ in seen) == list(range(6))
+    # resolution order: n (a context VAR) slowest, factor (a root value) fastest
+    assert [(s["engine_demo.base"]["n"], v["factor"]) for _, v, _, s, _ in seen] == [
+        (n, f) for n in (1, 2) for f in (1.0, 2.0, 3.0)
+    ]
+    # positions follow the call's expansion order: factor (the first VAR) slowest
+    by_position = {p: (v["factor"], s["engine_demo.base"]["n"]) for p, v, _, s, _ in seen}
+    assert [by_position[p] for p in range(6)] == [(f, n) for f in (1.0, 2.0, 3.0) for n in (1, 2)]
+    # one run of root values shares one specs dict and one tags dict: one context each
+    assert len({id(s) for *_, s, _ in seen}) == 2 and len({id(t) for *_, t in seen}) == 2
+
+
+def test_a_sweep_without_root_vars_or_without_any_var_yields_every_position_once(
+    further_session,
+):
+    target = further_session.plan("engine_demo.scaled").roots[0].cell
+    graph = further_session.graph_for(target)
+    plain = SessionSweep(graph, target, {"factor": 2.0}, {}, {})
+    count, combos = plain.combos()
+    assert count == 1 and [(p, v) for p, v, *_ in combos] == [(0, {"factor": 2.0})]
+    upstream = SessionSweep(
+        graph, target, {"factor": 2.0}, {}, {"engine_demo.base": {"n": VAR([1, 2, 3])}}
+    )
+    count, combos = upstream.combos()
+    seen = list(combos)
+    assert count == 3 and [p for p, *_ in seen] == [0, 1, 2]
+    assert len({id(v) for _, v, *_ in seen}) == 1  # the root values never change: one dict

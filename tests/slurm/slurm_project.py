@@ -2,6 +2,7 @@
 
     prep (debug) -> train (gpu, 1 fake GPU, swept over lr) -> summary (inline, no Slurm job)
     urgent (high)            slow (debug; sleeps $FURTHER_TEST_SLOW_S)      broken (raises)
+    side (debug, independent: shares an array with prep when run with it)
     overtime (1 min limit)   huge (64 CPUs: refused)    huge_or_small (64 CPUs, fallback 1)
     flaky (swept k = 1, 2; k = 2 raises) -> flaky_sweep      nap (like slow, swept) -> nap_sweep
 
@@ -84,6 +85,17 @@ class Summary(Cell, project=slurm_demo):
     def make(self):
         record("summary", self.key)
         return {"totals": [t.total for t in self.inputs["trains"]]}
+
+
+class Side(Cell, project=slurm_demo):
+    """Independent of prep, with the same spec: a run of both submits them as one array."""
+
+    slurm = SlurmSpec(partition="debug")
+    contributions = {"value": int}
+
+    def make(self):
+        record("side", self.key)
+        return {"value": 2}
 
 
 class Urgent(Cell, project=slurm_demo):

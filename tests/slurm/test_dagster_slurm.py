@@ -37,6 +37,9 @@ cancel, slurm_state, submit_with_fallbacks = SLURM.cancel, SLURM.state, SLURM.su
 REPO = Path(__file__).resolve().parents[2]
 # Fast polling for tests: Slurm state every second, the event log every 0.2 s.
 FAST = {"execution": {"config": {"slurm": {"check_health_interval_s": 1, "poll_interval_s": 0.2}}}}
+# The Slurm step handler (a job per step, a fanning-out step as one array); without it a SLURM
+# run goes to Slurm in one pass (tests/slurm/test_dagster_slurm_waves.py).
+PER_STEP = {"execution": {"config": {**FAST["execution"]["config"], "steps": "multiprocess"}}}
 
 
 def key(name: str) -> dg.AssetKey:
@@ -102,13 +105,13 @@ def sbatch_calls() -> set[str]:
     def read() -> set[str]:
         return {line.split("_")[0] for line in accounting("JobID")}
 
-    def settled() -> set[str] | None:
+    def settled() -> tuple[set[str]] | None:  # a tuple: an empty set (no job yet) is an answer
         queued = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
         first = read()
         time.sleep(0.5)
-        return first if not queued.strip() and read() == first else None
+        return (first,) if not queued.strip() and read() == first else None
 
-    return eventually(settled, 30, "Slurm accounting to settle")
+    return eventually(settled, 30, "Slurm accounting to settle")[0]
 
 
 def accounting(field: str) -> list[str]:
@@ -171,7 +174,7 @@ def test_cells_go_to_their_partitions_and_a_sweep_is_one_job_array(
 ):
     before = sbatch_calls()
     ok, events, run_id = run_assets(
-        dagster_instance, ["prep", "train", "summary", "urgent"], range_tags("train")
+        dagster_instance, ["prep", "train", "summary", "urgent"], range_tags("train"), PER_STEP
     )
     assert ok, failures(events)
     rows = {(r["cell"], r["key"]): r for r in calls()}
@@ -197,7 +200,7 @@ def test_cells_go_to_their_partitions_and_a_sweep_is_one_job_array(
     before = sbatch_calls()
     started_at = time.monotonic()
     ok, events, run_id = run_assets(
-        dagster_instance, ["prep", "train", "summary", "urgent"], range_tags("train")
+        dagster_instance, ["prep", "train", "summary", "urgent"], range_tags("train"), PER_STEP
     )
     assert ok and time.monotonic() - started_at < 10
     assert [e for e in events if e.event_type_value == "STEP_START"] == []
@@ -226,8 +229,16 @@ def test_a_failing_make_surfaces_the_remote_traceback(
 
 
 @pytest.mark.parametrize("dagster_backend", ["sqlite"], indirect=True)  # 25 s: one backend
+@pytest.mark.parametrize("steps", ["in_process", "multiprocess"])  # an array task, a step's job
 def test_a_preempted_step_is_requeued_and_completes(
-    slurm_cluster, slurm_folder, further_tmp_root, calls, started, dagster_instance, monkeypatch
+    slurm_cluster,
+    slurm_folder,
+    further_tmp_root,
+    calls,
+    started,
+    dagster_instance,
+    monkeypatch,
+    steps,
 ):
     monkeypatch.setenv("FURTHER_TEST_SLOW_S", "4")
     monkeypatch.setenv("FURTHER_LEASE_SECS", "2")  # the killed attempt's lease expires fast
@@ -247,7 +258,9 @@ def test_a_preempted_step_is_requeued_and_completes(
         )
 
     thread = in_background(preempt)
-    ok, events, run_id = run_assets(dagster_instance, ["slow"])
+    ok, events, run_id = run_assets(
+        dagster_instance, ["slow"], run_config=PER_STEP if steps == "multiprocess" else FAST
+    )
     thread.join(timeout=5)
     assert ok, failures(events)
     rows = [r for r in calls() if r["cell"] == "slow"]
@@ -284,7 +297,7 @@ def test_a_timeout_names_the_job_and_its_log_files(
     ok, events, run_id = run_assets(dagster_instance, ["overtime"])
     assert not ok
     (message,) = failures(events)
-    job_id = dagster_instance.get_run_by_id(run_id).tags["further/slurm_step/slurm_demo__overtime"]
+    (job_id,) = job_ids_in_tags(dagster_instance.get_run_by_id(run_id).tags)
     assert f"Slurm job {job_id}" in message and "timed out" in message
     assert f"{job_id}_0_log.out" in message and f"{job_id}_0_log.err" in message
 
@@ -299,7 +312,7 @@ def test_a_request_no_partition_can_satisfy_is_refused_at_submit(
     assert "More processors requested than permitted" in message  # sbatch's own words
     # by name, not by count: under load accounting may still be catching up with earlier jobs
     sbatch_calls()  # settled
-    assert job_names_containing("slurm_demo__huge-") == []
+    assert "further-huge" not in accounting("JobName%200")  # the array's name: never queued
     ok, events, _ = run_assets(dagster_instance, ["huge_or_small"])
     assert ok, failures(events)
     assert [r["cell"] for r in calls()] == ["huge_or_small"]
@@ -403,11 +416,11 @@ def test_a_cancelled_sweep_leaves_no_array_task_in_squeue(
     slurm_cluster, further_tmp_root, calls, started, launcher_home, monkeypatch
 ):
     monkeypatch.setenv("FURTHER_TEST_SLOW_S", "120")
-    run_id = launch(launcher_home, "nap_job", range_tags("nap"))  # a step fanning out as an array
+    run_id = launch(launcher_home, "nap_job", range_tags("nap"))  # the sweep as one array
     with dg.DagsterInstance.from_config(str(launcher_home)) as instance:
         eventually(started.exists, 60, "nap to start")
         tags = instance.get_run_by_id(run_id).tags
-        assert tags["further/slurm_step/slurm_demo__nap"].startswith("local:")
+        assert "further/slurm_step/slurm_demo__nap" not in tags  # submitted by the run worker
         jobs = job_ids_in_tags(tags)
         assert len(jobs) == 2 and "further/slurm_array/slurm_demo__nap" in tags
         assert instance.run_launcher.terminate(run_id)
@@ -496,7 +509,8 @@ def test_example_project_runs_on_slurm_from_the_run_tag(
     assert partitions["example__raw_data"] == "debug"
     assert partitions["example__fit"] == "gpu"  # the array of the alpha sweep
     assert partitions["example__report"] == "high"
-    assert run_tags["further/slurm_step/example__baseline"].startswith("local:")
+    # baseline runs inline in the run's process: no Slurm job
+    assert not any(t.endswith("/example__baseline") for t in run_tags)
     report = dagster_instance.get_latest_materialization_event(dg.AssetKey(["example", "report"]))
     assert report is not None
 

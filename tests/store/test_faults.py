@@ -174,7 +174,9 @@ def test_a_holder_stopped_past_its_lease_never_overwrites_the_takers_success(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "root"
-    stalled = hold(root, 1.0, tmp_path / "ready-a", 1.0, "A")
+    # lease 3 s: the taker's interpreter start (numpy, SQLAlchemy: over 1 s on a loaded
+    # machine) must not outlast it, or the taker finds it expired and never waits
+    stalled = hold(root, 3.0, tmp_path / "ready-a", 1.0, "A")
     try:
         wait_for(lambda: (tmp_path / "ready-a").exists())
         os.kill(stalled.pid, signal.SIGSTOP)  # a suspended laptop, a C call holding the GIL

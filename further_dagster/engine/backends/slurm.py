@@ -70,13 +70,15 @@ log = logging.getLogger("further")
 @dataclass(frozen=True)
 class Submission:
     """One sbatch call of the pool: which cells (full names, ", "-joined when instances of
-    several cells share the array), which job ids (array tasks `<id>_<index>`), and how long
-    submitting took."""
+    several cells share the array), which job ids (array tasks `<id>_<index>`), how long
+    submitting took, and the instance keys of its tasks (in the order of `job_ids`), so that a
+    caller running several Dagster steps in one pass can tell each step its own jobs."""
 
     cell: str
     job_ids: list[str]
     seconds: float
     array: bool
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -395,7 +397,8 @@ class SlurmPool(cf.Executor):
             _id_range(ids),
         )
         if self.settings.on_submit is not None:
-            self.settings.on_submit(Submission(cells, ids, seconds, array))
+            keys = tuple(i.key for i in group)
+            self.settings.on_submit(Submission(cells, ids, seconds, array, keys))
 
     def _fail(self, task: _Task, error: BaseException) -> None:
         """Fail the task, and cancel every task waiting on it (it never starts now)."""

@@ -76,6 +76,8 @@ def run_task(payload: TaskPayload) -> Outcome:
     """Compute (or find) the payload's instance in the shared store."""
     import pickle
 
+    _let_preemption_pass()
+
     entered = _enter_bare(payload.bare)
     try:
         for name in payload.modules:
@@ -98,6 +100,50 @@ def run_task(payload: TaskPayload) -> Outcome:
     from further_dagster.engine.compute import ensure
 
     return ensure(store, inst)
+
+
+def _let_preemption_pass() -> None:
+    """On preemption Slurm sends submitit's signal (USR2), whose handler runs `scontrol requeue`
+    in the middle of make(): that child is killed by the SIGTERM the whole job gets at the same
+    moment, and its error, raised in make()'s frame, would be stored as the cell's failure (the
+    pool then reads a failed result of a task that was meant to run again). Here a preemption
+    asks for the requeue (a failure of it only logged: with PreemptMode=REQUEUE Slurm requeues
+    the job anyway) and ends the task's process at once, writing no result: the requeued task
+    runs again and `ensure` takes over the killed attempt's lease. A time limit still goes to
+    submitit's handler, which reports the timeout."""
+    import signal
+    import threading
+
+    usr2 = getattr(signal, "SIGUSR2", None)
+    if usr2 is None or threading.current_thread() is not threading.main_thread():
+        return  # no Slurm signals here (a FakeSlurmClient thread, another OS)
+    current = signal.getsignal(usr2)
+    owner = getattr(current, "__self__", None)
+    timed_out = getattr(owner, "has_timed_out", None)
+    job_id = getattr(getattr(owner, "env", None), "job_id", None)
+    if not callable(current) or not callable(timed_out) or not job_id:
+        return  # not submitit's handler: leave it alone
+
+    def handler(signum: int, frame: Any) -> None:
+        if timed_out():
+            current(signum, frame)
+            return
+        _preempted(str(job_id))
+
+    signal.signal(usr2, handler)
+
+
+def _preempted(job_id: str) -> None:
+    import os
+    import subprocess
+
+    log.warning("Slurm job %s preempted: requeued, it runs again", job_id)
+    try:
+        subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("scontrol requeue %s: %s (Slurm's PreemptMode decides)", job_id, exc)
+    logging.shutdown()  # flush the cell's log before the hard exit
+    os._exit(143)  # no result file: the pool keeps waiting for the requeued task
 
 
 def _enter_bare(packages: tuple[str, ...]) -> list[str]:

@@ -11,6 +11,7 @@ index alone for `RETRY_AFTER_S` so that a dead server does not cost a connect ti
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -138,6 +139,9 @@ class IndexWriter:
         self._sqlite = sqlite_writes.Writes(url) if url.startswith("sqlite") else None
         self._failed_at: float | None = None
         self._lock = threading.Lock()
+        self._prepared_pid: int | None = None
+        self._open_error: Exception | None = None  # prepare_quietly's, for the next record
+        self._prepare_lock = threading.Lock()
 
     @property
     def shown_url(self) -> str:
@@ -176,13 +180,44 @@ class IndexWriter:
             conn.execute(st.delete_contributions, params)
             conn.execute(st.delete_instance, params)
 
+    def prepare_quietly(self) -> None:
+        """Open (and create) the index before this process commits its first result, never
+        raising; once per process.
+
+        Creating it lazily at the first commit would let the creating thread's check "does
+        the store already hold results?" see what other threads of this run had just
+        committed (and would index themselves), and warn about a fresh store. Threads wait
+        here until the index exists, so whatever the check finds was stored before.
+        """
+        pid = os.getpid()
+        if self._prepared_pid == pid:
+            return
+        with self._prepare_lock:
+            if self._prepared_pid == pid or self._skipping():
+                return
+            try:
+                with connect(self.url):
+                    pass
+            except Exception as exc:  # the commit's index write reports it (one timeout)
+                self._open_error = exc
+                return
+            warn_if_behind(self.url, self.root)
+            self._prepared_pid = pid
+
+    def _skipping(self) -> bool:
+        return self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_S
+
     def record_quietly(self, project: str, cell: str, key: str, *, fresh: bool = False) -> None:
         """`refresh`, never raising: the result is committed whatever the index says."""
-        if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_S:
+        if self._skipping():
             return
-        try:
-            self.refresh(project, cell, key, fresh=fresh)
-        except Exception as exc:  # the store's files are the truth; the index is rebuildable
+        exc, self._open_error = self._open_error, None
+        if exc is None:  # else opening it just failed: a dead server costs one timeout
+            try:
+                self.refresh(project, cell, key, fresh=fresh)
+            except Exception as failed:  # the store's files are the truth; the index is rebuildable
+                exc = failed
+        if exc is not None:
             self._failed_at = time.monotonic()
             log.warning(
                 "%s.%s@%s is stored, but the SQL index %s could not be written (%s: %s); "
