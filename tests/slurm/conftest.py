@@ -9,14 +9,12 @@ would be read back.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -75,18 +73,3 @@ def slurm_folder(slurm_cluster: dict[str, str], tmp_path: Path) -> Path:
     folder = tmp_path / "submitit"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str, Any]]]:
-    """The make() calls of tests/slurm/slurm_project.py's cells in this test (JSON rows: cell,
-    key, job, array_job, ...), which they append to $FURTHER_TEST_CALLS."""
-    path = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("FURTHER_TEST_CALLS", str(path))
-
-    def read() -> list[dict[str, Any]]:
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-    return read

@@ -78,6 +78,19 @@ def run_assets(
 
 
 @pytest.fixture
+def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str, Any]]]:
+    path = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FURTHER_TEST_CALLS", str(path))
+
+    def read() -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    return read
+
+
+@pytest.fixture
 def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The marker `slow` touches when its make() starts."""
     marker = tmp_path / "slow-started"

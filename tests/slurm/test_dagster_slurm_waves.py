@@ -9,6 +9,7 @@ this path: tests/slurm/test_dagster_slurm.py (`test_a_cancelled_*`, which use th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,20 @@ from tests.slurm.test_dagster_slurm import (
 pytestmark = pytest.mark.slurm
 
 MAIN = ["prep", "side", "train", "summary"]
+
+
+@pytest.fixture
+def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str, Any]]]:
+    """The make() calls of slurm_project (JSON rows: cell, key, job, array_job, ...)."""
+    path = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FURTHER_TEST_CALLS", str(path))
+
+    def read() -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    return read
 
 
 def stored(events: list[Any]) -> dict[tuple[str, str | None], str | None]:
